@@ -1,0 +1,254 @@
+"""The `skinseg` command line. Heavy modules are imported inside commands, so `skinseg --help`
+starts fast and never imports TensorFlow."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skinseg import __version__
+
+app = typer.Typer(
+    name="skinseg",
+    help="Skin-lesion segmentation for dermoscopy: train, export, infer, eval.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+STATE = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"skinseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user-caused errors into one red line and exit code 2 (tracebacks only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from skinseg import ui
+        from skinseg.shared.errors import SkinsegError
+
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except SkinsegError as exc:
+            if STATE["debug"]:
+                raise
+            ui.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with --debug
+            if STATE["debug"]:
+                raise
+            ui.error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------
+# infer
+# ---------------------------------------------------------------------------------------------
+ProviderOpt = Annotated[str, typer.Option("--provider", "-p",
+                                          help="auto | cpu | cuda | tensorrt | any ONNX Runtime provider.")]
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped model).")]
+
+
+@app.command()
+@command
+def infer(
+    inputs: Annotated[list[str] | None, typer.Argument(help="Image files, folders or globs.",
+                                                       show_default=False)] = None,
+    model: ModelOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.")] = None,
+    provider: ProviderOpt = "auto",
+    scale: Annotated[str | None, typer.Option(help="Working scale: long side in px, or 'native'. "
+                                                   "Default: the model's.")] = None,
+    tile: Annotated[str | None, typer.Option(help="Tile N or HxW (dynamic-size models only).")] = None,
+    overlap: Annotated[float, typer.Option(help="Tile overlap fraction.")] = 0.5,
+    batch: Annotated[int, typer.Option(help="Tiles per session run.")] = 4,
+    threshold: Annotated[float | None, typer.Option(help="Lesion probability threshold "
+                                                         "(default: the model's, else 0.5).")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Flip test-time augmentation (4x slower).")] = False,
+    keep: Annotated[str | None, typer.Option(help="largest | all: connected components to keep.")] = None,
+    min_area: Annotated[int | None, typer.Option(help="With --keep all: smallest component kept (px).")] = None,
+    fill_holes: Annotated[bool | None, typer.Option("--fill-holes/--no-fill-holes")] = None,
+    blur: Annotated[float | None, typer.Option(help="Gaussian sigma (px) on the probability before "
+                                                    "thresholding; 0 = off.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs whose outputs are complete.")] = False,
+    shard: Annotated[str | None, typer.Option(help="K/N: process the K-th of N slices of the inputs.")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    overlay_max: Annotated[int, typer.Option(help="Long side of overlay JPEGs in px (0 = full size).")] = 2048,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0 = all cores).")] = 0,
+    config: Annotated[Path | None, typer.Option(help="Seed-style config: inputs and options from its "
+                                                     "[infer] and [mask] sections; flags win.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
+) -> None:
+    """Segment lesions in images: writes masks/, overlays/, results.csv and run.json.
+
+    [dim]Examples:[/]
+      skinseg infer ./images --provider cuda
+      skinseg infer photo.jpg scans/ --model model.onnx --output out/ --tta
+    """
+    from skinseg import ui
+    from skinseg.inference.infer import InferRun, parse_shard, plan_jobs
+    from skinseg.inference.segmenter import Segmenter
+    from skinseg.shared.dataset import collect_images
+    from skinseg.shared.errors import SkinsegError
+
+    post: dict[str, Any] = {"keep": keep, "min_area": min_area, "fill_holes": fill_holes, "blur": blur}
+    if config is not None:
+        from skinseg.shared.config import infer_defaults
+
+        defaults = infer_defaults(config)
+        inputs = inputs or defaults["inputs"]
+        output = output or defaults["output"]
+        for k in ("blur", "threshold"):
+            if defaults.get(k) is not None:
+                if k == "threshold" and threshold is None:
+                    threshold = defaults[k]
+                elif k == "blur" and blur is None:
+                    post["blur"] = defaults[k]
+    if not inputs:
+        raise SkinsegError("no inputs: give image files, folders or globs (skinseg infer --help)")
+    output = output or Path("skinseg-out")
+    shard_kn = parse_shard(shard)
+    images, missing = collect_images(inputs, recursive)
+    if not images:
+        raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
+    jobs = plan_jobs(images, shard_kn)
+    seg = Segmenter(model, provider, tile=tile, scale=scale, overlap=overlap, batch=batch, tta=tta,
+                    threshold=threshold, post=post, threads=threads)
+    if not quiet:
+        d = seg.describe()
+        ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {output}")
+        ui.info(f"  model {d['model']} ({d['spec']['input']}, tile {d['tile']}, scale {d['scale']})")
+        ui.info(f"  providers {', '.join(seg.providers)}" + ("  (auto)" if provider == "auto" else ""))
+    run = InferRun(seg, output, shard=shard_kn, resume=resume, overlay_max=overlay_max,
+                   options={"inputs": list(map(str, inputs)), "recursive": recursive, "provider": provider,
+                            "threshold": threshold, "scale": scale, "tile": tile})
+    with ui.ImageTileProgress(quiet) as bar:
+        summary = run.run(jobs, [(m.split(":")[0], m) for m in missing], bar)
+    failed = summary.failed
+    if not quiet:
+        _infer_table(summary, run)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _infer_table(summary: Any, run: Any) -> None:
+    from rich.table import Table
+
+    from skinseg import ui
+
+    ok = [r for r in summary.rows if r["status"] == "ok"]
+    table = Table(title="skinseg infer", show_lines=False)
+    for col in ("image", "size", "lesion %", "components", "status"):
+        table.add_column(col)
+    for r in summary.rows[:15]:
+        size = f"{r['width']}x{r['height']}" if r["width"] else ""
+        frac = f"{float(r['lesion_fraction']) * 100:.1f}" if r["lesion_fraction"] not in ("", None) else ""
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['error'][:60]}[/]"
+        table.add_row(Path(r["file"]).name, size, frac, str(r["components"]), status)
+    if len(summary.rows) > 15:
+        table.caption = f"... {len(summary.rows) - 15} more in {run.results_path}"
+    ui.out.print(table)
+    rate = len(ok) / summary.seconds if summary.seconds else 0
+    ui.out.print(f"[bold]{len(ok)}[/] ok, [bold]{len(summary.failed)}[/] failed, {summary.skipped} resumed, "
+                 f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
+    ui.out.print(f"masks    {run.out / 'masks'}\noverlays {run.out / 'overlays'}\n"
+                 f"results  {run.results_path}\nrun      {run.run_json}")
+
+
+# ---------------------------------------------------------------------------------------------
+# bench, doctor
+# ---------------------------------------------------------------------------------------------
+@app.command()
+@command
+def bench(
+    model: ModelOpt = None,
+    provider: ProviderOpt = "auto",
+    batch: Annotated[int, typer.Option(help="Tiles per session run.")] = 4,
+    image: Annotated[Path | None, typer.Option(help="Image to time (default: synthetic).")] = None,
+    size: Annotated[str, typer.Option(help="Synthetic image WxH.")] = "4288x2848",
+    scale: Annotated[str, typer.Option(help="Working scale (px or native).")] = "native",
+    tile: Annotated[str | None, typer.Option(help="Tile N or HxW (dynamic-size models).")] = None,
+    overlap: Annotated[float, typer.Option(help="Tile overlap fraction.")] = 0.5,
+    repeat: Annotated[int, typer.Option(help="Timed repetitions (median reported).")] = 3,
+    threads: Annotated[int, typer.Option(help="Intra-op threads (0 = all cores).")] = 0,
+) -> None:
+    """Time the engine: per-tile latency, megapixels/s, and overhead against bare session.run."""
+    from rich.table import Table
+
+    from skinseg import ui
+    from skinseg.inference.bench import run_bench
+    from skinseg.inference.segmenter import Segmenter
+    from skinseg.shared.errors import SkinsegError
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise SkinsegError(f"--size {size!r}: expected WxH, e.g. 4288x2848") from None
+    seg = Segmenter(model, provider, tile=tile, scale=scale, overlap=overlap, batch=batch, threads=threads)
+    with ui.console.status("benchmarking..."):
+        res = run_bench(seg, str(image) if image else None, (h, w), repeat)
+    table = Table(title=f"skinseg bench: {seg.model_path.name}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in res.items():
+        table.add_row(k, str(v))
+    ui.out.print(table)
+
+
+@app.command()
+@command
+def doctor() -> None:
+    """Versions, ONNX Runtime providers, CUDA/cuDNN libraries and CPU features of this machine."""
+    from rich.table import Table
+
+    from skinseg import ui
+    from skinseg.inference.doctor import problems, report
+
+    rep = report()
+    table = Table(title="skinseg doctor", show_header=False)
+    table.add_column("item", style="bold")
+    table.add_column("value")
+    for k, v in rep.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}: {'yes' if b is True else 'no' if b is False or b is None else b}"
+                          for a, b in v.items())
+        elif isinstance(v, list):
+            v = ", ".join(v) or "none"
+        table.add_row(k, str(v))
+    ui.out.print(table)
+    for p in problems(rep):
+        ui.warn(p)
+
+
+def main() -> None:
+    app(prog_name="skinseg")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""`skinseg bench`: per-tile latency, throughput, and the engine's overhead over bare session.run."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from skinseg.inference.segmenter import Segmenter
+from skinseg.inference.tiling import pad_to_tile, tile_grid
+from skinseg.shared.images import LoadedImage, load_image
+from skinseg.shared.synthetic import synth_pair
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def bare_inputs(seg: Segmenter, loaded: LoadedImage) -> list[np.ndarray]:
+    """The exact model inputs the engine feeds for this image, prepared ahead (for the bare timing)."""
+    wh, ww = seg.working_size(loaded.height, loaded.width)
+    import cv2
+
+    work = loaded.rgb if loaded.rgb.shape[:2] == (wh, ww) else cv2.resize(loaded.rgb, (ww, wh))
+    th, tw = seg.tile
+    work = pad_to_tile(work, th, tw)
+    grid = tile_grid(work.shape[0], work.shape[1], th, tw, seg.overlap)
+    batches = []
+    for i in range(0, len(grid), seg.batch):
+        tiles = np.stack([work[y : y + th, x : x + tw] for y, x in grid[i : i + seg.batch]])
+        batches.append(np.ascontiguousarray(seg.to_model_input(tiles)))
+    return batches
+
+
+def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = (2848, 4288),
+              repeat: int = 3) -> dict[str, Any]:
+    """Time the engine end to end and bare session.run over the same tiles; medians of `repeat`."""
+    if image:
+        loaded = load_image(image, seg.scale)
+        source = image
+    else:
+        rgb, _ = synth_pair(size[0], size[1], rng=1)
+        loaded = LoadedImage(rgb, size[0], size[1])
+        source = f"synthetic {size[1]}x{size[0]}"
+    rss_before = peak_rss_mb()
+    seg.predict_tiles(np.zeros((1, *seg.tile, 3), np.uint8))  # warm-up
+    engine = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        pred = seg.predict(loaded)
+        engine.append(time.perf_counter() - t)
+    rss_engine = peak_rss_mb()
+    del pred
+    batches = bare_inputs(seg, loaded)
+    n_tiles = sum(b.shape[0] for b in batches)
+    bare = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for b in batches:
+            seg._run(b)
+        bare.append(time.perf_counter() - t)
+    e, b = statistics.median(engine), statistics.median(bare)
+    mp = loaded.height * loaded.width / 1e6
+    return {
+        "image": source,
+        "size": f"{loaded.width}x{loaded.height}",
+        "working size": "x".join(map(str, seg.working_size(loaded.height, loaded.width)[::-1])),
+        "tile": f"{seg.tile[0]}x{seg.tile[1]}",
+        "tiles": n_tiles,
+        "batch": seg.batch,
+        "providers": ",".join(seg.providers),
+        "engine s": round(e, 3),
+        "bare session.run s": round(b, 3),
+        "overhead (engine / bare)": round(e / b, 3),
+        "per-tile latency ms": round(1000 * b / n_tiles, 2),
+        "megapixels/s": round(mp / e, 2),
+        "peak RSS MB (engine)": round(rss_engine, 1),
+        "RSS before MB": round(rss_before, 1),
+    }

@@ -1,0 +1,82 @@
+"""`skinseg doctor`: what this machine can run, without importing TensorFlow."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import platform
+from pathlib import Path
+from typing import Any
+
+from skinseg.inference.session import find_libraries
+
+
+def cpu_features() -> dict[str, Any]:
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16"]
+    import os
+
+    return {"model": model, "cores": os.cpu_count(), **{f: f in flags for f in wanted}}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def report() -> dict[str, Any]:
+    """Versions, providers, GPU libraries and CPU features, as plain data."""
+    from skinseg import __version__
+
+    runtimes = {d: _version(d) for d in ("onnxruntime", "onnxruntime-gpu") if _version(d)}
+    providers: list[str] = []
+    try:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+    except ImportError:
+        pass
+    return {
+        "skinseg": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "onnxruntime builds installed": runtimes or "none (pip install 'skinseg[cpu]')",
+        "providers available": providers,
+        "gpu libraries": find_libraries(),
+        "cpu": cpu_features(),
+        "numpy": _version("numpy"),
+        "opencv": _version("opencv-python-headless") or _version("opencv-python"),
+        # find_spec only looks for the package on disk: doctor must never import TensorFlow
+        "tensorflow (training side)": _version("tensorflow") or _version("tensorflow-cpu")
+        if importlib.util.find_spec("tensorflow") else "not installed (fine for inference)",
+        "keras": _version("keras"),
+        "tf2onnx": _version("tf2onnx"),
+        "onnx": _version("onnx"),
+    }
+
+
+def problems(rep: dict[str, Any]) -> list[str]:
+    """Things a user should fix, in words."""
+    out = []
+    runtimes = rep["onnxruntime builds installed"]
+    if isinstance(runtimes, dict) and len(runtimes) > 1:
+        out.append("both onnxruntime and onnxruntime-gpu are installed; they share one module and break "
+                   "each other: pip uninstall -y onnxruntime onnxruntime-gpu, then install one extra")
+    if not isinstance(runtimes, dict):
+        out.append("no ONNX Runtime installed: pip install 'skinseg[cpu]' or 'skinseg[gpu]'")
+    if "CUDAExecutionProvider" in rep["providers available"]:
+        missing = [k for k, v in rep["gpu libraries"].items() if v is None and k != "TensorRT"]
+        if missing:
+            out.append(f"onnxruntime-gpu is installed but {', '.join(missing)} not found: CUDA runs will "
+                       "fall back to the CPU (install CUDA 13 + cuDNN 9)")
+    return out

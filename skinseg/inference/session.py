@@ -1,0 +1,154 @@
+"""ONNX Runtime sessions: provider choice that is checked, not assumed.
+
+ONNX Runtime silently falls back to the CPU when a requested provider's libraries are missing,
+so after creating a session we compare what is active with what was asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import warnings
+from pathlib import Path
+
+from skinseg.shared.errors import SkinsegError
+
+ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+# `auto` order: GPUs first, then the CPU. TensorRT is left out of auto because building its
+# engines takes minutes on first use; ask for it explicitly.
+AUTO_ORDER = ["CUDAExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider",
+              "DmlExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider"]
+GRAPH_OPT = ("disable", "basic", "extended", "all")
+# Libraries onnxruntime-gpu 1.2x/1.3x loads for CUDA 12/13 and cuDNN 9 (checked by `doctor`).
+CUDA_LIBS = {
+    "CUDA runtime": ["libcudart.so.13", "libcudart.so.12"],
+    "cuBLAS": ["libcublas.so.13", "libcublas.so.12"],
+    "cuDNN 9": ["libcudnn.so.9"],
+    "cuFFT": ["libcufft.so.12", "libcufft.so.11"],
+    "TensorRT": ["libnvinfer.so.10"],
+}
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise SkinsegError(
+            "ONNX Runtime is not installed: pip install 'skinseg[cpu]' (or 'skinseg[gpu]' for CUDA)"
+        ) from exc
+    return ort
+
+
+def provider_name(name: str) -> str:
+    """Map a short name (cpu, cuda, tensorrt...) or a full ONNX Runtime name to the full name."""
+    low = name.strip().lower()
+    if low in ALIASES:
+        return ALIASES[low]
+    ort = _ort()
+    for full in ort.get_all_providers():
+        if full.lower() in (low, low + "executionprovider"):
+            return full
+    choices = ", ".join(["auto", *ALIASES])
+    raise SkinsegError(f"unknown --provider {name!r}; choose one of {choices}")
+
+
+def find_libraries() -> dict[str, str | None]:
+    """For each CUDA library group, the first soname that loads, or None."""
+    found: dict[str, str | None] = {}
+    for label, names in CUDA_LIBS.items():
+        found[label] = None
+        for soname in names:
+            try:
+                ctypes.CDLL(soname)
+                found[label] = soname
+                break
+            except OSError:
+                continue
+    return found
+
+
+def _preload_gpu_libraries() -> None:
+    """Let onnxruntime-gpu find CUDA/cuDNN installed from pip wheels (nvidia-*), when it can."""
+    ort = _ort()
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.suppress(Exception):  # best effort: the active-provider check reports failures
+            preload()
+
+
+def _missing_reason(provider: str) -> str:
+    ort = _ort()
+    if provider not in ort.get_available_providers():
+        if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            return ("this onnxruntime build has no GPU support: pip uninstall onnxruntime && "
+                    "pip install 'skinseg[gpu]'")
+        return f"this onnxruntime build does not include it (available: {', '.join(ort.get_available_providers())})"
+    missing = [label for label, so in find_libraries().items() if so is None and label != "TensorRT"]
+    if provider == "TensorrtExecutionProvider" and find_libraries()["TensorRT"] is None:
+        missing.append("TensorRT 10")
+    if missing:
+        return f"libraries not found: {', '.join(missing)} (onnxruntime-gpu needs CUDA 13 and cuDNN 9)"
+    return "ONNX Runtime could not initialise it (no GPU visible? check nvidia-smi and `skinseg doctor`)"
+
+
+def create_session(model: str | os.PathLike[str], provider: str = "auto", threads: int = 0,
+                   graph_opt: str = "all"):
+    """Create an InferenceSession and verify the active providers.
+
+    Args:
+        model: path to an .onnx file.
+        provider: 'auto', a short name (cpu, cuda, tensorrt...) or a full ONNX Runtime provider name.
+        threads: intra-op threads (0 = ONNX Runtime's default, all cores).
+        graph_opt: graph optimisation level: disable, basic, extended or all.
+    Returns:
+        (session, active_providers).
+    """
+    ort = _ort()
+    path = Path(model)
+    if not path.is_file():
+        raise SkinsegError(f"model file not found: {path}; pass --model PATH to an .onnx file")
+    if graph_opt not in GRAPH_OPT:
+        raise SkinsegError(f"--graph-opt {graph_opt!r} is not one of {', '.join(GRAPH_OPT)}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, threads)
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[graph_opt]
+    opts.log_severity_level = 3
+    available = ort.get_available_providers()
+    if provider == "auto":
+        wanted = [p for p in AUTO_ORDER if p in available] or ["CPUExecutionProvider"]
+    else:
+        wanted = [provider_name(provider)]
+        if wanted[0] != "CPUExecutionProvider":
+            wanted.append("CPUExecutionProvider")
+    if any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in wanted):
+        _preload_gpu_libraries()
+    try:
+        with warnings.catch_warnings():  # ORT warns about missing providers; we check and report below
+            warnings.simplefilter("ignore", UserWarning)
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SkinsegError(f"{path}: not a loadable ONNX model ({first[:300]})") from exc
+    active = session.get_providers()
+    if provider != "auto" and wanted[0] not in active:
+        raise SkinsegError(
+            f"--provider {provider} requested but {wanted[0]} is not active ({_missing_reason(wanted[0])}); "
+            "use --provider cpu or fix the install (`skinseg doctor` lists what is missing)"
+        )
+    return session, active

@@ -1,0 +1,121 @@
+"""Sliding-window prediction as one pure function (plus its helpers), independent of ONNX Runtime.
+
+`sliding_window` takes any `predict(batch) -> probabilities` callable, so it is tested with plain
+numpy functions and used by the engine with an ONNX session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+
+import numpy as np
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles along one axis.
+
+    Args:
+        length: image size along the axis (pixels).
+        tile: tile size along the axis.
+        overlap: fraction of a tile shared with its neighbour, in [0, 1).
+    The step is ``round(tile * (1 - overlap))`` (at least 1); the last tile is aligned to the
+    image edge so every pixel is covered and no tile hangs over the border. An axis shorter than
+    the tile gets a single tile at 0 (the caller pads).
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if length <= tile:
+        return [0]
+    step = max(1, int(round(tile * (1 - overlap))))
+    starts = list(range(0, length - tile + 1, step))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+@lru_cache(maxsize=8)
+def gaussian_weight(height: int, width: int, sigma_scale: float = 0.125) -> np.ndarray:
+    """Importance map for blending: a Gaussian centred on the tile, sigma = size * sigma_scale.
+
+    Tile centres see the most context, so they dominate. Each axis is floored at a small positive
+    value before the outer product, so pixels covered by one tile only stay defined while a tile's
+    corner never outweighs another tile's centre (a floor on the product would let it).
+    """
+    if sigma_scale <= 0:
+        return np.ones((height, width), np.float32)
+    ys = np.arange(height, dtype=np.float64) - (height - 1) / 2
+    xs = np.arange(width, dtype=np.float64) - (width - 1) / 2
+    gy = np.maximum(np.exp(-0.5 * (ys / (height * sigma_scale)) ** 2), 1e-6)
+    gx = np.maximum(np.exp(-0.5 * (xs / (width * sigma_scale)) ** 2), 1e-6)
+    w = np.outer(gy / gy.max(), gx / gx.max()).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+def tile_grid(height: int, width: int, tile_h: int, tile_w: int, overlap: float) -> list[tuple[int, int]]:
+    """All (y, x) tile origins for an image of height x width."""
+    return [(y, x) for y in tile_starts(height, tile_h, overlap) for x in tile_starts(width, tile_w, overlap)]
+
+
+def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def pad_to_tile(image: np.ndarray, tile_h: int, tile_w: int) -> np.ndarray:
+    """Pad an image smaller than a tile (edge replication, which works down to 1x1)."""
+    h, w = image.shape[:2]
+    ph, pw = max(0, tile_h - h), max(0, tile_w - w)
+    if not (ph or pw):
+        return image
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (image.ndim - 2)
+    return np.pad(image, pad, mode="edge")
+
+
+def sliding_window(
+    image: np.ndarray,
+    predict: PredictFn,
+    tile: tuple[int, int],
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    sigma_scale: float = 0.125,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Predict a probability map for `image` by blending overlapping tiles.
+
+    Args:
+        image: HxWxC array (any dtype; tiles are passed to `predict` as views copied into a batch).
+        predict: maps an (N, tile_h, tile_w, C) batch to (N, tile_h, tile_w) float probabilities.
+        tile: (tile_h, tile_w) in pixels.
+        overlap: fraction of overlap between neighbouring tiles, in [0, 1).
+        batch_size: tiles per `predict` call.
+        sigma_scale: Gaussian sigma as a fraction of the tile size (0 = uniform weights).
+        on_batch: called with the number of tiles done after each batch (progress).
+    Returns:
+        HxW float32 probabilities, the Gaussian-weighted mean over the tiles covering each pixel.
+    """
+    h, w = image.shape[:2]
+    th, tw = tile
+    padded = pad_to_tile(image, th, tw)
+    ph, pw = padded.shape[:2]
+    weight = gaussian_weight(th, tw, sigma_scale)
+    acc = np.zeros((ph, pw), np.float32)
+    norm = np.zeros((ph, pw), np.float32)
+    grid = tile_grid(ph, pw, th, tw, overlap)
+    buf = np.empty((min(batch_size, len(grid)), th, tw) + padded.shape[2:], padded.dtype)
+    for chunk in _batches(grid, batch_size):
+        for i, (y, x) in enumerate(chunk):
+            buf[i] = padded[y : y + th, x : x + tw]
+        probs = np.asarray(predict(buf[: len(chunk)]), dtype=np.float32)
+        if probs.shape != (len(chunk), th, tw):
+            raise ValueError(f"predict returned shape {probs.shape}, expected {(len(chunk), th, tw)}")
+        for p, (y, x) in zip(probs, chunk, strict=True):
+            acc[y : y + th, x : x + tw] += p * weight
+            norm[y : y + th, x : x + tw] += weight
+        if on_batch:
+            on_batch(len(chunk))
+    np.divide(acc, norm, out=acc)
+    return acc[:h, :w]

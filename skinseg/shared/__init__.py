@@ -1,0 +1,1 @@
+"""Pieces both sides use: errors, atomic writes, the one image reader, config, dataset pairing."""

@@ -1,0 +1,15 @@
+"""The one exception type a user can cause; the CLI turns it into one line and exit code 2."""
+
+from __future__ import annotations
+
+
+class SkinsegError(Exception):
+    """A problem the user can fix (bad config, bad model, bad flag): message says what, where, what to do."""
+
+    exit_code = 2
+
+
+class InputError(SkinsegError):
+    """One input (image, mask) could not be used; runs report it and go on."""
+
+    exit_code = 1

@@ -1,0 +1,70 @@
+"""Terminal output: one console, error lines, progress bars (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def info(message: str) -> None:
+    console.print(message, soft_wrap=True)
+
+
+def progress(transient: bool = False, disable: bool = False) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=transient, disable=disable)
+
+
+class ImageTileProgress:
+    """Two bars: images done, and tiles of the current image (only for images of many tiles)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.bar = progress(disable=quiet)
+        self.images: Any = None
+        self.tile_task: Any = None
+
+    def __enter__(self) -> ImageTileProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def start(self, total: int, skipped: int) -> None:
+        self.images = self.bar.add_task("images", total=total, completed=skipped)
+
+    def image(self, name: str, tiles: int) -> None:
+        if self.tile_task is not None:
+            self.bar.remove_task(self.tile_task)
+            self.tile_task = None
+        if tiles > 8:
+            self.tile_task = self.bar.add_task(f"  tiles {name[:30]}", total=tiles)
+
+    def tiles(self, n: int) -> None:
+        if self.tile_task is not None:
+            self.bar.advance(self.tile_task, n)
+
+    def done(self, ok: bool) -> None:
+        self.bar.advance(self.images, 1)
