@@ -246,6 +246,91 @@ def doctor() -> None:
         ui.warn(p)
 
 
+# ---------------------------------------------------------------------------------------------
+# training side: init-config, check-data, train
+# ---------------------------------------------------------------------------------------------
+@app.command("init-config")
+@command
+def init_config(
+    path: Annotated[Path, typer.Argument(help="Where to write the template.")] = Path("config.ini"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented config template with every key and its default."""
+    from skinseg import ui
+    from skinseg.shared import atomic
+    from skinseg.shared.config import template
+    from skinseg.shared.errors import SkinsegError
+
+    if path.exists() and not force:
+        raise SkinsegError(f"{path} exists; use --force to overwrite it")
+    atomic.write_text(path, template())
+    ui.out.print(f"wrote {path}; edit [train] image_datapath / mask_datapath, then: skinseg train {path}")
+
+
+@app.command("check-data")
+@command
+def check_data(
+    root: Annotated[Path, typer.Argument(help="Dataset folder: train|valid|test/images|masks, or one folder.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Check a dataset: pairs, unreadable files, size mismatches, non-binary or empty masks, leaks."""
+    from rich.table import Table
+
+    from skinseg import ui
+    from skinseg.shared.checkdata import check_split, discover, duplicate_ids
+    from skinseg.shared.errors import SkinsegError
+
+    if not root.is_dir():
+        raise SkinsegError(f"{root}: no such folder")
+    reports = []
+    with ui.progress(transient=True, disable=quiet) as bar:
+        for name, images, masks in discover(root):
+            task = bar.add_task(f"checking {name}", total=None)
+            reports.append(check_split(name, images, masks, on_item=lambda t=task: bar.advance(t)))
+    table = Table(title=f"skinseg check-data: {root}")
+    for col in ("split", "pairs ok", "unusable", "notes", "images", "masks"):
+        table.add_column(col)
+    for r in reports:
+        table.add_row(r.name, str(r.usable), str(len(r.problems)), str(len(r.notes)), str(r.images_dir),
+                      str(r.masks_dir))
+    ui.out.print(table)
+    for r in reports:
+        for file, why in r.problems:
+            ui.out.print(f"[red]unusable[/] {r.name}: {file}: {why}", soft_wrap=True)
+        for file, why in r.notes:
+            ui.out.print(f"[yellow]note[/] {r.name}: {file}: {why}", soft_wrap=True)
+    leaks = duplicate_ids(reports)
+    for key, where in leaks:
+        ui.out.print(f"[red]duplicate id[/] {key} in {', '.join(where)}")
+    usable = sum(r.usable for r in reports)
+    bad = sum(len(r.problems) for r in reports) + len(leaks)
+    if usable == 0:
+        raise SkinsegError(f"{root}: no usable image/mask pairs: training could not proceed")
+    ui.out.print(f"{usable} usable pairs, {bad} problems")
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+@command
+def train(
+    config: Annotated[Path | None, typer.Argument(help="INI config (skinseg init-config writes one).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue a run folder from last.keras.")] = None,
+    preview_augmentations: Annotated[int, typer.Option("--preview-augmentations",
+                                                       help="Write a grid of N augmented pairs and exit.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Override [train] epochs.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train DeepLabV3+ from a seed-style INI config; writes runs/train/<name>/.
+
+    [dim]Examples:[/]
+      skinseg train config.ini
+      skinseg train --resume runs/train/isic-mnv2
+    """
+    from skinseg.training.trainer import train as run_train
+
+    run_train(config, resume, preview_augmentations, quiet, epochs)
+
+
 def main() -> None:
     app(prog_name="skinseg")
 

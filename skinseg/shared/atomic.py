@@ -13,6 +13,9 @@ from typing import IO, Any
 
 from skinseg.shared.errors import SkinsegError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: temporary files are 0600, finished files get the usual permissions
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
@@ -24,6 +27,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite, the way CI does.
+#  1. an edge venv (.venv-edge: skinseg[cpu,test], no TensorFlow) runs the inference-side tests,
+#     proving infer/eval/bench work where TensorFlow is not installed;
+#  2. the full venv (.venv: skinseg[cpu,train,test]) runs the training-side tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+setup() {  # setup VENV EXTRAS
+  [ -x "$1/bin/python" ] || "$PY" -m venv "$1"
+  "$1/bin/python" -m pip install -q -e ".[$2]"
+}
+
+echo "== edge environment (no TensorFlow) =="
+setup .venv-edge cpu,test
+SKINSEG_EDGE_ENV=1 .venv-edge/bin/python -m pytest tests/edge -q -p no:cacheprovider
+.venv-edge/bin/ruff check skinseg tests scripts benchmarks
+
+echo "== training environment =="
+setup .venv cpu,train,test
+.venv/bin/python -m pytest tests/train -q -p no:cacheprovider

@@ -1,0 +1,104 @@
+"""`skinseg check-data`: is a dataset usable? Counts, pairing problems, unreadable files, bad masks.
+
+No TensorFlow: the same checks run as training's pre-flight and as a standalone command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skinseg.shared.dataset import Pairing, find_pairs, split_folder
+from skinseg.shared.errors import InputError
+from skinseg.shared.images import probe_size, read_bytes, read_image, read_mask
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class SplitReport:
+    name: str
+    images_dir: Path
+    masks_dir: Path
+    pairing: Pairing
+    good: list[tuple[Path, Path]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): pair unusable
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (file, remark): usable, but look
+
+    @property
+    def usable(self) -> int:
+        return len(self.good)
+
+
+def inspect_pair(image: Path, mask: Path) -> tuple[str | None, str | None]:
+    """(problem, note) for one pair: a problem makes it unusable; a note is worth a look."""
+    try:
+        data = read_bytes(image)
+        size = probe_size(data)
+        if size is None:
+            h, w = read_image(image).shape[:2]
+        else:
+            w, h = size
+            read_image(image)  # a truncated file only shows when decoded
+        m = read_mask(mask)
+    except InputError as exc:
+        return str(exc), None
+    if m.shape != (h, w) and m.shape != (w, h):
+        return f"mask {mask.name} is {m.shape[1]}x{m.shape[0]} but image is {w}x{h}", None
+    if m.shape != (h, w):
+        return f"mask {mask.name} is rotated against its image ({m.shape[1]}x{m.shape[0]} vs {w}x{h})", None
+    values = np.unique(m)
+    notes = []
+    if not np.isin(values, (0, 255)).all():
+        notes.append(f"mask not binary ({len(values)} grey levels; binarized at 128)")
+    if not (m >= 128).any():
+        notes.append("empty mask (no lesion)")
+    return None, "; ".join(notes) or None
+
+
+def check_split(name: str, images_dir: Path, masks_dir: Path, workers: int = 4,
+                on_item: Callable[[], None] | None = None) -> SplitReport:
+    pairing = split_folder(images_dir, masks_dir)
+    rep = SplitReport(name, images_dir, masks_dir, pairing)
+    for img in pairing.images_without_mask:
+        rep.problems.append((str(img), "no mask found (expected <id>_segmentation.png)"))
+    for m in pairing.masks_without_image:
+        rep.notes.append((str(m), "mask without image"))
+    for key in pairing.duplicate_ids:
+        rep.problems.append((key, "several masks for one image id"))
+
+    def one(pair: tuple[Path, Path]) -> tuple[tuple[Path, Path], str | None, str | None]:
+        problem, note = inspect_pair(*pair)
+        if on_item:
+            on_item()
+        return pair, problem, note
+
+    with ThreadPoolExecutor(workers) as pool:
+        for pair, problem, note in pool.map(one, pairing.pairs):
+            if problem:
+                rep.problems.append((str(pair[0]), problem))
+            else:
+                rep.good.append(pair)
+                if note:
+                    rep.notes.append((str(pair[0]), note))
+    return rep
+
+
+def discover(root: Path) -> list[tuple[str, Path, Path]]:
+    """Splits under `root`: train/valid/test folders (seed layout), else root as a single split."""
+    root = Path(root)
+    found = [(s, *find_pairs(root / s)) for s in SPLITS if (root / s).is_dir()]
+    return found or [(root.name or "data", *find_pairs(root))]
+
+
+def duplicate_ids(reports: list[SplitReport]) -> list[tuple[str, list[str]]]:
+    """Image ids that appear in more than one split (leakage between train and test)."""
+    where: dict[str, list[str]] = {}
+    for rep in reports:
+        for img, _ in rep.good:
+            where.setdefault(img.stem.lower(), []).append(rep.name)
+    return [(k, v) for k, v in sorted(where.items()) if len(set(v)) > 1]

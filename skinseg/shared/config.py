@@ -1,0 +1,302 @@
+"""INI configuration: the seed project's keys as it wrote them, plus skinseg's new keys.
+
+Read with the standard library. Every value is validated before any work starts; errors name the
+file, section, key, the value found and what was expected; unknown keys get a warning naming the
+closest known key. Relative paths resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from skinseg.shared.errors import SkinsegError
+
+
+@dataclass(frozen=True)
+class Key:
+    type: str  # int float bool str path ints floats strs scale choice
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    lo: float | None = None
+    hi: float | None = None
+    seed: bool = False  # a key of the seed project (kept for its users)
+
+
+C = Key
+SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {
+        "model": C("str", "DeepLabV3Plus", "model family (the seed's TensorflowDeepLabV3Plus is accepted)", seed=True),
+        "backbone": C("choice", "mobilenetv2", "encoder", ("mobilenetv2", "resnet50")),
+        "decoder": C("choice", "separable", "standard convs, or atrous separable convs (several times cheaper)",
+                     ("standard", "separable")),
+        "weights": C("str", "none", "encoder init: none | imagenet (downloads; needs internet) | PATH to weights"),
+        "alpha": C("float", 1.0, "MobileNetV2 width multiplier", lo=0.35, hi=1.4),
+        "bn_momentum": C("float", 0.99, "BatchNorm momentum; keras.applications uses 0.999, which makes "
+                         "validation lag training for dozens of epochs when training from scratch", lo=0.5, hi=0.9999),
+        "aspp_filters": C("int", 256, "channels of the ASPP and decoder", lo=8, hi=1024),
+        "generator": C("bool", True, "accepted for the seed; skinseg always streams with tf.data", seed=True),
+        "image_width": C("int", 256, "tile (model input) width in px", lo=32, hi=4096, seed=True),
+        "image_height": C("int", 256, "tile (model input) height in px", lo=32, hi=4096, seed=True),
+        "image_channels": C("int", 3, "must be 3 (RGB)", lo=3, hi=3, seed=True),
+        "num_classes": C("int", 1, "must be 1 (lesion probability)", lo=1, hi=1, seed=True),
+        "working_scale": C("scale", "native", "long side in px that images are resized to before tiling "
+                           "(the same scale goes into the exported model), or native"),
+        "activation": C("choice", "relu", "activation in ASPP and decoder", ("relu", "mish", "swish", "gelu"),
+                        seed=True),
+        "optimizer": C("choice", "Adam", "Adam or AdamW", ("Adam", "AdamW"), seed=True),
+        "weight_decay": C("float", 1e-4, "AdamW weight decay", lo=0, hi=1),
+        "dropout_rate": C("float", 0.1, "dropout before the classifier", lo=0, hi=0.9, seed=True),
+        "learning_rate": C("float", 1e-3, "initial learning rate", lo=1e-7, hi=1, seed=True),
+        "clipvalue": C("float", 0.5, "gradient value clipping (0 = off)", lo=0, hi=100, seed=True),
+        "loss": C("choice", "bce_dice", "bce | dice | bce_dice | focal | jaccard (a _loss suffix is accepted)",
+                  ("bce", "dice", "bce_dice", "focal", "jaccard"), seed=True),
+        "metrics": C("strs", ["binary_accuracy"], "accepted for the seed; dice, jaccard and binary accuracy "
+                     "are always reported", seed=True),
+        "show_summary": C("bool", False, "print the Keras model summary", seed=True),
+    },
+    "dataset": {
+        "datasetclass": C("str", "ImageMaskDataset", "accepted for the seed", seed=True),
+        "resize_interpolation": C("choice", "cv2.INTER_AREA", "interpolation when resizing images to the working "
+                                  "scale", ("cv2.INTER_AREA", "cv2.INTER_LINEAR", "cv2.INTER_CUBIC",
+                                            "cv2.INTER_NEAREST", "cv2.INTER_LANCZOS4"), seed=True),
+        "min_pairs": C("int", 4, "train refuses to start with fewer valid training pairs", lo=1),
+    },
+    "train": {
+        "name": C("str", "", "run name (default: the config file's stem)"),
+        "runs_dir": C("path", "runs/train", "where run folders are created"),
+        "epochs": C("int", 100, "number of epochs", lo=1, seed=True),
+        "batch_size": C("int", 8, "batch size", lo=1, seed=True),
+        "steps_per_epoch": C("int", 0, "0 = one pass over the training set", lo=0, seed=True),
+        "validation_steps": C("int", 0, "0 = the whole validation set", lo=0, seed=True),
+        "patience": C("int", 10, "early stopping patience in epochs (0 = off)", lo=0, seed=True),
+        "min_epochs": C("int", 0, "no early stopping before this epoch (from-scratch models catch up late)",
+                        lo=0),
+        "learning_rate_reducer": C("bool", True, "ReduceLROnPlateau on val_loss", seed=True),
+        "reducer_patience": C("int", 5, "epochs without improvement before the learning rate is halved",
+                              lo=1, seed=True),
+        "schedule": C("choice", "plateau", "plateau (uses learning_rate_reducer) or cosine decay",
+                      ("plateau", "cosine")),
+        "monitor": C("choice", "val_jaccard", "metric that picks best.keras", ("val_jaccard", "val_dice",
+                                                                              "val_loss")),
+        "seed": C("int", 42, "random seed for data order, augmentation and weights", lo=0),
+        "mixed_precision": C("choice", "auto", "auto = mixed_float16 on GPU only", ("auto", "on", "off")),
+        "jit_compile": C("bool", False, "XLA; helps on GPU, was 8x slower on CPU here"),
+        "cache": C("bool", True, "keep decoded images at the working scale in memory"),
+        "val_split": C("float", 0.1, "with dataset_splitter and no [eval] paths: share of train for validation",
+                       lo=0.01, hi=0.5),
+        "image_datapath": C("path", "", "training images folder", seed=True),
+        "mask_datapath": C("path", "", "training masks folder", seed=True),
+        "save_model_file": C("str", "best.keras", "accepted for the seed; runs save best.keras", seed=True),
+        "dataset_splitter": C("bool", False, "split validation off the training set when [eval] has no paths",
+                              seed=True),
+        "metrics": C("strs", [], "accepted for the seed", seed=True),
+        "model_dir": C("path", "", "accepted for the seed; runs go to runs_dir/name", seed=True),
+        "save_weights_only": C("bool", False, "accepted for the seed; runs save full .keras models", seed=True),
+        "eval_dir": C("path", "", "accepted for the seed", seed=True),
+        "create_backup": C("bool", False, "accepted for the seed", seed=True),
+    },
+    "eval": {
+        "image_datapath": C("path", "", "validation images folder", seed=True),
+        "mask_datapath": C("path", "", "validation masks folder", seed=True),
+    },
+    "test": {
+        "image_datapath": C("path", "", "test images folder (skinseg eval)", seed=True),
+        "mask_datapath": C("path", "", "test masks folder", seed=True),
+    },
+    "infer": {
+        "images_dir": C("path", "", "images for skinseg infer --config", seed=True),
+        "output_dir": C("path", "", "output folder for skinseg infer --config", seed=True),
+        "merged_dir": C("path", "", "accepted for the seed; overlays go to output_dir/overlays", seed=True),
+    },
+    "mask": {
+        "blur": C("bool", False, "smooth the probability before thresholding (sigma 2 px)", seed=True),
+        "binarize": C("bool", True, "accepted for the seed; masks are always binary", seed=True),
+        "threshold": C("float", 128, "threshold: 0-1 probability, or 1-255 on the seed's 0-255 scale",
+                       lo=0, hi=255, seed=True),
+    },
+    "generator": {
+        "debug": C("bool", False, "write augmentation_preview.png in the run folder", seed=True),
+        "augmentation": C("bool", True, "online augmentation of training pairs", seed=True),
+    },
+    "augmentor": {
+        "vflip": C("bool", True, "vertical flips", seed=True),
+        "hflip": C("bool", True, "horizontal flips", seed=True),
+        "rotation": C("bool", True, "rotations by the angles below", seed=True),
+        "angles": C("floats", [0, 90, 180, 270], "rotation angles in degrees", seed=True),
+        "free_rotation": C("float", 0.0, "extra random rotation up to +- this many degrees", lo=0, hi=180),
+        "shrinks": C("floats", [0.8], "zoom-out factors (0 < s < 1)", seed=True),
+        "zooms": C("floats", [], "zoom-in factors (> 1)"),
+        "shears": C("floats", [0.2], "shear amounts (tangent)", seed=True),
+        "transformer": C("bool", True, "elastic deformation", seed=True),
+        "alpah": C("float", 1300, "elastic strength (the seed's spelling)", lo=0, seed=True),
+        "sigmoid": C("float", 8, "elastic smoothness sigma (the seed's name)", lo=0.1, seed=True),
+        "brightness": C("float", 0.2, "colour jitter: brightness (0 = off)", lo=0, hi=1),
+        "contrast": C("float", 0.2, "colour jitter: contrast", lo=0, hi=1),
+        "saturation": C("float", 0.2, "colour jitter: saturation", lo=0, hi=1),
+        "hue": C("float", 0.03, "colour jitter: hue (fraction of the colour circle)", lo=0, hi=0.5),
+        "probability": C("float", 0.5, "chance each geometric transform is applied", lo=0, hi=1),
+    },
+}
+ALIASES = {("model", "loss"): lambda v: v[:-5] if isinstance(v, str) and v.endswith("_loss") else v}
+
+
+def _literal(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _convert(key: Key, raw: str, base: Path) -> tuple[Any, str | None]:
+    """(value, error): error says what was expected."""
+    v = _literal(raw.strip())
+    t = key.type
+    if t == "bool":
+        if isinstance(v, bool):
+            return v, None
+        if isinstance(v, str) and v.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return v.lower() in ("true", "yes", "on", "1"), None
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v), None
+        return None, "True or False"
+    if t in ("int", "float"):
+        if isinstance(v, bool) or not isinstance(v, int | float) or (t == "int" and not float(v).is_integer()):
+            return None, f"a{'n integer' if t == 'int' else ' number'}" + _range(key)
+        v = int(v) if t == "int" else float(v)
+        if (key.lo is not None and v < key.lo) or (key.hi is not None and v > key.hi):
+            return None, "a number" + _range(key)
+        return v, None
+    if t in ("ints", "floats", "strs"):
+        items = v if isinstance(v, list | tuple) else [v]
+        want = str if t == "strs" else (int | float)
+        if not all(isinstance(i, want) and not isinstance(i, bool) for i in items):
+            return None, "a list like [0, 90, 180]" if t != "strs" else 'a list like ["dice"]'
+        return [float(i) if t == "floats" else i for i in items], None
+    if t == "scale":
+        if isinstance(v, str) and v.lower() == "native":
+            return "native", None
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 32:
+            return v, None
+        return None, "a long side in pixels (>= 32) or native"
+    s = str(v)
+    if t == "choice":
+        for c in key.choices:
+            if s.lower() == c.lower():
+                return c, None
+        return None, "one of " + ", ".join(key.choices)
+    if t == "path":
+        return ((base / s).resolve() if s else None), None
+    return s, None
+
+
+def _range(key: Key) -> str:
+    if key.lo is not None and key.hi is not None:
+        return f" between {key.lo:g} and {key.hi:g}"
+    if key.lo is not None:
+        return f" >= {key.lo:g}"
+    return ""
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    return {s: {k: key.default for k, key in keys.items()} for s, keys in SCHEMA.items()}
+
+
+class Config(SimpleNamespace):
+    """Validated configuration: `cfg.model.backbone`, `cfg.train.epochs`; `cfg.path` is the file."""
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(getattr(self, s)).items()}
+                for s in SCHEMA}
+
+
+def load_config(path: str | Path, warn: Any = None) -> Config:
+    """Read and validate an INI file; `warn(message)` receives warnings (unknown keys)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SkinsegError(f"config file not found: {path}; `skinseg init-config {path}` writes a template")
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
+    parser.optionxform = str  # keep key case as written
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise SkinsegError(f"{path}: not a valid INI file ({first})") from exc
+    base = path.resolve().parent
+    values = defaults()
+    for key_name, key in SCHEMA["train"].items():
+        if key.type == "path" and key.default:
+            values["train"][key_name] = (base / key.default).resolve()
+    for section in parser.sections():
+        sec = section.strip().lower()
+        if sec not in SCHEMA:
+            close = difflib.get_close_matches(sec, SCHEMA, 1)
+            if warn:
+                warn(f"{path}: unknown section [{section}] ignored" + (f"; did you mean [{close[0]}]?" if close else ""))
+            continue
+        for name, raw in parser.items(section):
+            key = SCHEMA[sec].get(name.strip().lower())
+            if key is None:
+                close = difflib.get_close_matches(name.lower(), SCHEMA[sec], 1)
+                if warn:
+                    warn(f"{path}: [{sec}] unknown key {name!r} ignored"
+                         + (f"; did you mean {close[0]!r}?" if close else ""))
+                continue
+            fix = ALIASES.get((sec, name.lower()))
+            raw2 = raw
+            if fix:
+                raw2 = repr(fix(_literal(raw.strip())))
+            value, expected = _convert(key, raw2, base)
+            if expected:
+                raise SkinsegError(f"{path}: [{sec}] {name} = {raw.strip()}: expected {expected}")
+            values[sec][name.lower()] = value
+    m = values["mask"]
+    if m["threshold"] > 1:
+        m["threshold"] = m["threshold"] / 255.0
+    if not 0 < m["threshold"] < 1:
+        raise SkinsegError(f"{path}: [mask] threshold = {m['threshold']}: expected 0-1 or 1-255")
+    if not values["train"]["name"]:
+        values["train"]["name"] = path.stem
+    cfg = Config(**{s: SimpleNamespace(**v) for s, v in values.items()})
+    cfg.path = path
+    return cfg
+
+
+def infer_defaults(path: str | Path) -> dict[str, Any]:
+    """What `skinseg infer --config` takes from [infer] and [mask]."""
+    cfg = load_config(path)
+    return {
+        "inputs": [str(cfg.infer.images_dir)] if cfg.infer.images_dir else [],
+        "output": cfg.infer.output_dir,
+        "threshold": cfg.mask.threshold,
+        "blur": 2.0 if cfg.mask.blur else 0.0,
+    }
+
+
+def template() -> str:
+    """A commented config with every key at its default (`skinseg init-config`)."""
+    lines = ["; skinseg configuration. Seed-project keys are accepted as the seed wrote them.",
+             "; Relative paths resolve against this file's folder. Run: skinseg train THIS_FILE", ""]
+    for sec, keys in SCHEMA.items():
+        lines.append(f"[{sec}]")
+        for name, key in keys.items():
+            default = key.default
+            if key.type in ("str", "choice", "path") and default != "":
+                default = f'"{default}"'
+            elif key.type == "path":
+                default = '""'
+            elif key.type in ("floats", "ints", "strs"):
+                default = "[" + ", ".join(f'"{d}"' if isinstance(d, str) else f"{d:g}" for d in default) + "]"
+            elif key.type == "scale":
+                default = default if isinstance(default, int) else '"native"'
+            extra = f" ({' | '.join(key.choices)})" if key.choices and key.type == "choice" else ""
+            lines.append(f"; {key.doc}{extra}")
+            lines.append(f"{name} = {default}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Training side (TensorFlow/Keras): data pipeline and augmentation, model, training loop, export."""

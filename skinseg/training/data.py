@@ -1,0 +1,124 @@
+"""The training input pipeline: pairs decoded once at the working scale, then tf.data with parallel,
+seeded augmentation and prefetch so an accelerator is never starved."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from skinseg.shared.errors import InputError
+from skinseg.shared.images import binarize, load_image, read_mask
+from skinseg.training.augment import Augmenter
+
+INTERPOLATION = {"cv2.INTER_AREA": cv2.INTER_AREA, "cv2.INTER_LINEAR": cv2.INTER_LINEAR,
+                 "cv2.INTER_CUBIC": cv2.INTER_CUBIC, "cv2.INTER_NEAREST": cv2.INTER_NEAREST,
+                 "cv2.INTER_LANCZOS4": cv2.INTER_LANCZOS4}
+
+
+def working_size(h: int, w: int, scale: int | str) -> tuple[int, int]:
+    if scale == "native":
+        return h, w
+    s = int(scale) / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def load_pair(image: Path, mask: Path, scale: int | str, interp: int = cv2.INTER_AREA) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 and a {0,1} uint8 mask, both at the working scale, read by the one image reader."""
+    loaded = load_image(image, None if scale == "native" else int(scale))
+    m = read_mask(mask)
+    if m.shape != (loaded.height, loaded.width):
+        raise InputError(f"{mask}: mask is {m.shape[1]}x{m.shape[0]}, image is {loaded.width}x{loaded.height}")
+    h, w = working_size(loaded.height, loaded.width, scale)
+    rgb = loaded.rgb
+    if rgb.shape[:2] != (h, w):
+        rgb = cv2.resize(rgb, (w, h), interpolation=interp)
+    if m.shape != (h, w):
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+    return rgb, binarize(m).astype(np.uint8)
+
+
+@dataclass
+class PairSet:
+    """Decoded pairs held in memory (or only paths, when caching is off)."""
+
+    pairs: list[tuple[Path, Path]]
+    scale: int | str
+    interp: int
+    images: list[np.ndarray] | None = None
+    masks: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def cache(self, on_item: Any = None, workers: int = 4) -> PairSet:
+        def one(p: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
+            out = load_pair(*p, self.scale, self.interp)
+            if on_item:
+                on_item()
+            return out
+
+        with ThreadPoolExecutor(workers) as pool:
+            loaded = list(pool.map(one, self.pairs))
+        self.images = [a for a, _ in loaded]
+        self.masks = [b for _, b in loaded]
+        return self
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.images is not None and self.masks is not None:
+            return self.images[i], self.masks[i]
+        return load_pair(*self.pairs[i], self.scale, self.interp)
+
+
+def order(n: int, seed: int, epoch: int, count: int) -> np.ndarray:
+    """`count` sample indices for one epoch: seeded permutations of range(n), concatenated as needed."""
+    reps = -(-count // n)
+    rng = np.random.default_rng([seed, epoch])
+    return np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
+
+
+def train_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: int, steps: int,
+                  first_epoch: int, epochs: int, seed: int):
+    """Batches for epochs [first_epoch, epochs): element i is sample (epoch, position) - deterministic."""
+    import tensorflow as tf
+
+    per_epoch = steps * batch
+    th, tw = tile
+
+    def make(i: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        epoch, k = divmod(int(i), per_epoch)
+        idx = int(order(len(data), seed, epoch, per_epoch)[k])
+        img, mask = data.get(idx)
+        img, mask = aug(img, mask, epoch, k)
+        return img.astype(np.float32), mask[..., None].astype(np.float32)
+
+    def tf_make(i: Any) -> tuple[Any, Any]:
+        x, y = tf.numpy_function(make, [i], (tf.float32, tf.float32), stateful=False)
+        x.set_shape((th, tw, 3))
+        y.set_shape((th, tw, 1))
+        return x, y
+
+    ds = tf.data.Dataset.range(first_epoch * per_epoch, epochs * per_epoch)
+    ds = ds.map(tf_make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: int, steps: int = 0):
+    """Validation batches: every pair once (centre tile), no augmentation; cached after the first pass."""
+    import tensorflow as tf
+
+    th, tw = tile
+    xs, ys = [], []
+    n = len(data) if not steps else min(len(data), steps * batch)
+    for i in range(n):
+        img, mask = aug(*data.get(i), 0, i)
+        xs.append(img)
+        ys.append(mask[..., None])
+    x = np.stack(xs).astype(np.float32)
+    y = np.stack(ys).astype(np.float32)
+    assert x.shape[1:3] == (th, tw)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,80 @@
+"""Config: the seed's file runs unchanged; every bad value is named; templates round-trip."""
+
+from pathlib import Path
+
+import pytest
+
+from skinseg.shared.config import SCHEMA, defaults, load_config, template
+from skinseg.shared.errors import SkinsegError
+
+SEED = Path(__file__).resolve().parents[1] / "data" / "seed_train_eval_infer.config"
+
+
+def test_seed_config_is_accepted_as_written():
+    warnings = []
+    cfg = load_config(SEED, warnings.append)
+    assert warnings == []
+    assert cfg.model.image_width == 512 and cfg.model.activation == "mish" and cfg.model.loss == "bce_dice"
+    assert cfg.augmentor.alpah == 1300 and cfg.augmentor.sigmoid == 8 and cfg.augmentor.angles == [0, 90, 180, 270]
+    assert cfg.mask.threshold == pytest.approx(128 / 255)
+    # relative paths resolve against the config file's folder
+    assert cfg.train.image_datapath == (SEED.parent / "../../../dataset/Skin-Cancer/train/images").resolve()
+    assert cfg.infer.images_dir == (SEED.parent / "mini_test/images").resolve()
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.ini"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[train]\nepochs = ten\n", r"\[train\] epochs = ten: expected an integer >= 1"),
+        ("[train]\nbatch_size = 0\n", r"\[train\] batch_size = 0: expected a number >= 1"),
+        ("[model]\nbackbone = vgg\n", r"\[model\] backbone = vgg: expected one of mobilenetv2, resnet50"),
+        ("[augmentor]\nhflip = maybe\n", r"\[augmentor\] hflip = maybe: expected True or False"),
+        ("[augmentor]\nangles = 90deg\n", r"\[augmentor\] angles = 90deg: expected a list"),
+        ("[model]\nworking_scale = 10\n", r"working_scale = 10: expected a long side"),
+        ("[train\nepochs = 1\n", "not a valid INI file"),
+    ],
+)
+def test_errors_name_file_section_key_value_and_expectation(tmp_path, text, message):
+    p = _write(tmp_path, text)
+    with pytest.raises(SkinsegError, match=message) as err:
+        load_config(p)
+    assert str(p) in str(err.value)
+
+
+def test_unknown_keys_and_sections_warn_with_closest_match(tmp_path):
+    warnings = []
+    load_config(_write(tmp_path, "[train]\nepoch = 3\n[augmentr]\nhflip = True\n"), warnings.append)
+    assert any("unknown key 'epoch'" in w and "'epochs'" in w for w in warnings)
+    assert any("[augmentr]" in w and "[augmentor]" in w for w in warnings)
+
+
+def test_missing_file_suggests_init_config(tmp_path):
+    with pytest.raises(SkinsegError, match="init-config"):
+        load_config(tmp_path / "nope.ini")
+
+
+def test_template_has_every_key_and_round_trips_to_defaults(tmp_path):
+    text = template()
+    for sec, keys in SCHEMA.items():
+        assert f"[{sec}]" in text
+        for k in keys:
+            assert f"\n{k} = " in text
+    cfg = load_config(_write(tmp_path, text))
+    want = defaults()
+    for sec, keys in SCHEMA.items():
+        for k, key in keys.items():
+            got = getattr(getattr(cfg, sec), k)
+            if key.type == "path":
+                continue
+            if (sec, k) == ("mask", "threshold"):
+                assert got == pytest.approx(128 / 255)
+            elif k == "name":
+                assert got == "c"
+            else:
+                assert got == want[sec][k], (sec, k)
