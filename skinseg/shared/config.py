@@ -238,7 +238,8 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
         if sec not in SCHEMA:
             close = difflib.get_close_matches(sec, SCHEMA, 1)
             if warn:
-                warn(f"{path}: unknown section [{section}] ignored" + (f"; did you mean [{close[0]}]?" if close else ""))
+                hint = f"; did you mean [{close[0]}]?" if close else ""
+                warn(f"{path}: unknown section [{section}] ignored{hint}")
             continue
         for name, raw in parser.items(section):
             key = SCHEMA[sec].get(name.strip().lower())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -27,10 +28,8 @@ def setup_devices(mixed_precision: str = "auto", seed: int = 42) -> dict[str, An
     keras.utils.set_random_seed(seed)
     gpus = tf.config.list_physical_devices("GPU")
     for g in gpus:
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialised: growth cannot change any more
             tf.config.experimental.set_memory_growth(g, True)
-        except RuntimeError:
-            pass
     use_mp = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mp else "float32")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
