@@ -158,6 +158,7 @@ def infer(
 
 
 def _infer_table(summary: Any, run: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from skinseg import ui
@@ -169,7 +170,7 @@ def _infer_table(summary: Any, run: Any) -> None:
     for r in summary.rows[:15]:
         size = f"{r['width']}x{r['height']}" if r["width"] else ""
         frac = f"{float(r['lesion_fraction']) * 100:.1f}" if r["lesion_fraction"] not in ("", None) else ""
-        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['error'][:60]}[/]"
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{escape(r['error'][:60])}[/]"
         table.add_row(Path(r["file"]).name, size, frac, str(r["components"]), status)
     if len(summary.rows) > 15:
         table.caption = f"... {len(summary.rows) - 15} more in {run.results_path}"
@@ -179,6 +180,108 @@ def _infer_table(summary: Any, run: Any) -> None:
                  f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
     ui.out.print(f"masks    {run.out / 'masks'}\noverlays {run.out / 'overlays'}\n"
                  f"results  {run.results_path}\nrun      {run.run_json}")
+
+
+@app.command("eval")
+@command
+def eval_(
+    config: Annotated[Path | None, typer.Argument(help="Seed-style config: scores its [test] split.")] = None,
+    model: Annotated[list[Path] | None, typer.Option("--model", "-m", help="ONNX model; repeat to compare "
+                                                     "(default: the shipped model).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Test images folder.")] = None,
+    masks: Annotated[Path | None, typer.Option(help="Test masks folder (default: beside images).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("skinseg-eval"),
+    provider: ProviderOpt = "auto",
+    scale: Annotated[str | None, typer.Option(help="Working scale override (px or native).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Threshold override.")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Flip test-time augmentation.")] = False,
+    keep: Annotated[str | None, typer.Option(help="largest | all.")] = None,
+    fill_holes: Annotated[bool | None, typer.Option("--fill-holes/--no-fill-holes")] = None,
+    save_masks: Annotated[bool, typer.Option("--save-masks", help="Write predicted masks.")] = False,
+    worst: Annotated[int, typer.Option(help="Images in the worst.png gallery.")] = 12,
+    batch: Annotated[int, typer.Option(help="Tiles per session run.")] = 4,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Score models on a test split with ISIC metrics at the masks' resolution.
+
+    Writes metrics.csv, summary.json, worst.png, jaccard_hist.png and threshold_sweep.png.
+
+    [dim]Examples:[/]
+      skinseg eval config.ini --model model.onnx
+      skinseg eval --images test/images --masks test/masks --model fp32.onnx --model int8.onnx
+    """
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from skinseg import ui
+    from skinseg.evaluation.evaluate import evaluate_model, model_labels, pairs_for, write_reports
+    from skinseg.inference.segmenter import Segmenter
+    from skinseg.shared import atomic
+    from skinseg.shared.dataset import find_pairs
+    from skinseg.shared.errors import SkinsegError
+
+    if images is None and config is not None:
+        from skinseg.shared.config import load_config
+
+        cfg = load_config(config, ui.warn)
+        if not cfg.test.image_datapath:
+            raise SkinsegError(f"{config}: [test] image_datapath is not set; or pass --images and --masks")
+        images, masks = cfg.test.image_datapath, cfg.test.mask_datapath or cfg.test.image_datapath
+    if images is None:
+        raise SkinsegError("no test data: give a config with a [test] section, or --images DIR --masks DIR")
+    if not Path(images).is_dir():
+        raise SkinsegError(f"--images {images}: no such folder")
+    if masks is None:
+        images, masks = find_pairs(Path(images))
+    elif not Path(masks).is_dir():
+        raise SkinsegError(f"--masks {masks}: no such folder")
+    pairs, problems = pairs_for(Path(images), Path(masks))
+    if not pairs:
+        raise SkinsegError(f"no image/mask pairs in {images} and {masks} (masks named <id>_segmentation.png?)")
+    post = {"keep": keep, "fill_holes": fill_holes}
+    segs = [Segmenter(m, provider, scale=scale, threshold=threshold, tta=tta, post=post, batch=batch)
+            for m in (model or [None])]
+    labels = model_labels([s.model_path for s in segs])
+    atomic.ensure_writable_dir(output)
+    mask_dir = None
+    results = []
+    with ui.progress(disable=quiet) as bar:
+        for seg, label in zip(segs, labels, strict=True):
+            if save_masks:
+                mask_dir = atomic.ensure_writable_dir(output / "masks" / label.replace("/", "_"))
+            task = bar.add_task(f"eval {label}", total=len(pairs))
+            results.append(evaluate_model(seg, label, pairs, mask_dir, worst, lambda t=task: bar.advance(t)))
+    meta = {"images": str(images), "masks": str(masks), "pairs": len(pairs),
+            "unscored_inputs": [{"file": f, "reason": r} for f, r in problems],
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "engine": {label: s.describe() for s, label in zip(segs, labels, strict=True)}}
+    write_reports(results, output, meta)
+    if not quiet:
+        table = Table(title=f"skinseg eval: {len(pairs)} pairs from {images}")
+        table.add_column("metric")
+        for label in labels:
+            table.add_column(label, justify="right")
+        def cell(r, key):
+            v = r.summary.get(key)
+            return f"{v['mean']:.4f}" if isinstance(v, dict) else ("" if v is None else f"{v:.4f}")
+        for key, name in (("jaccard", "mean Jaccard"), ("thresholded_jaccard", "thresholded Jaccard (ISIC 2018)"),
+                          ("dice", "Dice"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
+                          ("specificity", "specificity"), ("hd95", "HD95 px"), ("pooled_jaccard", "pooled Jaccard"),
+                          ("failure_rate", "failures (J < 0.65)")):
+            table.add_row(name, *[cell(r, key) for r in results])
+        table.add_row("median Jaccard", *[f"{r.summary['jaccard']['median']:.4f}" if "jaccard" in r.summary else ""
+                                          for r in results])
+        table.add_row("best threshold", *[
+            f"{r.summary['best_threshold']['threshold']:.2f} ({r.summary['best_threshold']['mean_jaccard']:.4f})"
+            if "best_threshold" in r.summary else "" for r in results])
+        table.add_row("scored / errors", *[f"{len(r.ok)} / {r.summary['errors']}" for r in results])
+        ui.out.print(table)
+        for f, why in problems[:10]:
+            ui.warn(f"not scored: {f}: {why}")
+        ui.out.print(f"reports in {output}: metrics.csv summary.json worst.png jaccard_hist.png threshold_sweep.png")
+    failed = problems or any(r.summary["errors"] for r in results)
+    raise typer.Exit(1 if failed else 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +377,7 @@ def check_data(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Check a dataset: pairs, unreadable files, size mismatches, non-binary or empty masks, leaks."""
+    from rich.markup import escape
     from rich.table import Table
 
     from skinseg import ui
@@ -296,9 +400,9 @@ def check_data(
     ui.out.print(table)
     for r in reports:
         for file, why in r.problems:
-            ui.out.print(f"[red]unusable[/] {r.name}: {file}: {why}", soft_wrap=True)
+            ui.out.print(f"[red]unusable[/] {r.name}: {escape(file)}: {escape(why)}", soft_wrap=True)
         for file, why in r.notes:
-            ui.out.print(f"[yellow]note[/] {r.name}: {file}: {why}", soft_wrap=True)
+            ui.out.print(f"[yellow]note[/] {r.name}: {escape(file)}: {escape(why)}", soft_wrap=True)
     leaks = duplicate_ids(reports)
     for key, where in leaks:
         ui.out.print(f"[red]duplicate id[/] {key} in {', '.join(where)}")
@@ -329,6 +433,35 @@ def train(
     from skinseg.training.trainer import train as run_train
 
     run_train(config, resume, preview_augmentations, quiet, epochs)
+
+
+@app.command()
+@command
+def export(
+    source: Annotated[Path, typer.Argument(help="A run folder (uses best.keras) or a .keras file.")],
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="FP32 .onnx path (default: RUN/model.onnx); "
+                                                "variants go beside it as -fp16/-int8.")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write an FP16 variant.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write a static QDQ INT8 variant.")] = False,
+    calibration: Annotated[Path | None, typer.Option(help="Images for INT8 calibration "
+                                                          "(default: the run's training images).")] = None,
+    valid: Annotated[Path | None, typer.Option(help="Validation split for Jaccard checks "
+                                                    "(default: the run's [eval] data).")] = None,
+    max_drop: Annotated[float, typer.Option(help="Largest INT8 validation Jaccard loss, in points.")] = 0.5,
+    force: Annotated[bool, typer.Option("--force", help="Keep an INT8 model that exceeds --max-drop.")] = False,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Export a trained model to a verified, self-describing ONNX file (and FP16/INT8 variants).
+
+    [dim]Examples:[/]
+      skinseg export runs/train/isic-mnv2 --opset 17
+      skinseg export runs/train/isic-mnv2/best.keras --int8 --calibration dataset/train/images -o edge/model-int8.onnx
+    """
+    from skinseg.export import export as run_export
+
+    run_export(source, opset, output, fp16, int8, calibration, valid, max_drop, force, simplify, quiet=quiet)
 
 
 def main() -> None:

@@ -25,13 +25,14 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = LES
     return out
 
 
-def fit(rgb: np.ndarray, long_side: int) -> np.ndarray:
-    """Downscale so the long side is at most `long_side` (never upscale)."""
+def fit(rgb: np.ndarray, long_side: int, upscale: bool = False) -> np.ndarray:
+    """Resize so the long side is `long_side` (only down, unless `upscale`)."""
     h, w = rgb.shape[:2]
     s = long_side / max(h, w)
-    if s >= 1:
+    if s == 1 or (s > 1 and not upscale):
         return rgb
-    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
 
 
 def grid(cells: list[np.ndarray], labels: list[str], cols: int = 4, cell: int = 256) -> np.ndarray:
@@ -42,7 +43,7 @@ def grid(cells: list[np.ndarray], labels: list[str], cols: int = 4, cell: int = 
     out = np.full((rows * (cell + cap), cols * cell, 3), 255, np.uint8)
     for i, (img, label) in enumerate(zip(cells, labels, strict=True)):
         r, c = divmod(i, cols)
-        small = fit(img, cell)
+        small = fit(img, cell, upscale=True)
         y0 = r * (cell + cap) + (cell - small.shape[0]) // 2
         x0 = c * cell + (cell - small.shape[1]) // 2
         out[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small

@@ -1,0 +1,1 @@
+"""Evaluation (inference side, no TensorFlow): ISIC metrics of the deployed ONNX artifact."""

@@ -1,0 +1,85 @@
+"""`skinseg eval` on a small real set with a model whose output is known."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from skinseg.cli import app
+from skinseg.shared.images import binarize, encode, read_image, read_mask
+from tests.onnx_factory import make_model
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic2018-task1-256" / "test"
+
+
+@pytest.fixture
+def real_set(tmp_path):
+    images = sorted((REAL / "images").glob("*.jpg"))[:6]
+    assert images, f"real data missing at {REAL}"
+    for sub in ("images", "masks"):
+        (tmp_path / "set" / sub).mkdir(parents=True)
+    for p in images:
+        shutil.copy(p, tmp_path / "set" / "images" / p.name)
+        m = REAL / "masks" / f"{p.stem}_segmentation.png"
+        shutil.copy(m, tmp_path / "set" / "masks" / m.name)
+    return tmp_path / "set"
+
+
+def test_eval_csv_matches_independent_computation(tmp_path, real_set):
+    # known model: lesion where the red channel is below 128; two precisions stand-ins (float and uint8 input)
+    m1 = make_model(tmp_path / "a.onnx", tile=(64, 64), metadata={"skinseg.format": "1", "skinseg.scale": "native"})
+    m2 = make_model(tmp_path / "b.onnx", tile=(64, 64), dtype="uint8",
+                    metadata={"skinseg.format": "1", "skinseg.scale": "native"})
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(app, ["eval", "--images", str(real_set / "images"), "--masks", str(real_set / "masks"),
+                                   "--model", str(m1), "--model", str(m2), "-o", str(out), "--keep", "all",
+                                   "--no-fill-holes", "-q"])
+    assert res.exit_code == 0, res.output
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and {r["model"] for r in rows} == {"a", "b"}
+    for r in rows:
+        img = read_image(r["file"])
+        truth = binarize(read_mask(real_set / "masks" / f"{Path(r['file']).stem}_segmentation.png"))
+        pred = (1.0 - img[..., 0].astype(np.float32) / 255.0) >= 0.5
+        inter, union = (pred & truth).sum(), (pred | truth).sum()
+        assert float(r["jaccard"]) == pytest.approx(inter / union if union else 1.0, abs=1e-5)
+        assert float(r["dice"]) == pytest.approx(2 * inter / (pred.sum() + truth.sum()), abs=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    a = summary["models"]["a"]
+    assert a["scored"] == 6 and a["jaccard"]["mean"] == pytest.approx(np.mean([float(r["jaccard"]) for r in rows
+                                                                               if r["model"] == "a"]))
+    assert 0.05 <= a["best_threshold"]["threshold"] <= 0.95 and len(a["threshold_sweep"]) == 19
+    for pic in ("worst.png", "worst-b.png", "jaccard_hist.png", "threshold_sweep.png"):
+        assert (out / pic).stat().st_size > 1000, pic
+
+
+def test_eval_reports_unscorable_inputs_and_goes_on(tmp_path, real_set):
+    model = make_model(tmp_path / "a.onnx", tile=(64, 64))
+    (real_set / "images" / "orphan.jpg").write_bytes(encode(".jpg", np.zeros((20, 20, 3), np.uint8)))
+    (real_set / "images" / "wrong.jpg").write_bytes(encode(".jpg", np.zeros((20, 20, 3), np.uint8)))
+    (real_set / "masks" / "wrong_segmentation.png").write_bytes(encode(".png", np.zeros((10, 10), np.uint8)))
+    (real_set / "images" / "corrupt.jpg").write_bytes(b"nope")
+    (real_set / "masks" / "corrupt_segmentation.png").write_bytes(encode(".png", np.zeros((10, 10), np.uint8)))
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(app, ["eval", "--images", str(real_set / "images"), "--masks", str(real_set / "masks"),
+                                   "--model", str(model), "-o", str(out), "-q", "--save-masks"])
+    assert res.exit_code == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["a"]["scored"] == 6 and summary["models"]["a"]["errors"] == 2
+    assert [u["file"].endswith("orphan.jpg") for u in summary["unscored_inputs"]] == [True]
+    with open(out / "metrics.csv", newline="") as fh:
+        errors = {Path(r["file"]).name: r["error"] for r in csv.DictReader(fh) if r["status"] == "error"}
+    assert "size mismatch" in errors["wrong.jpg"] and "not a readable image" in errors["corrupt.jpg"]
+    assert len(list((out / "masks" / "a").glob("*.png"))) == 6
+
+
+def test_eval_config_without_test_section_is_a_usage_error(tmp_path):
+    cfg = tmp_path / "c.ini"
+    cfg.write_text("[train]\nepochs = 1\n")
+    res = CliRunner().invoke(app, ["eval", str(cfg), "--model", "x.onnx"])
+    assert res.exit_code == 2 and "[test] image_datapath is not set" in res.output

@@ -1,0 +1,85 @@
+"""Training: a real learning test, the run folder, resume and interruption."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.train.conftest import tiny_project
+
+
+def _history(run: Path) -> list[dict]:
+    with open(run / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_tiny_model_learns_synthetic_lesions(trained_run):
+    rows = _history(trained_run)
+    assert len(rows) == 6
+    best = max(float(r["val_dice"]) for r in rows)
+    assert best >= 0.85, rows
+    state = json.loads((trained_run / "state.json").read_text())
+    assert state["finished"] and state["best"] == pytest.approx(max(float(r["val_jaccard"]) for r in rows), abs=1e-4)
+
+
+def test_run_folder_contents(trained_run):
+    for name in ("config.ini", "data.json", "best.keras", "last.keras", "state.json", "history.csv", "curves.png",
+                 "versions.json", "tensorboard"):
+        assert (trained_run / name).exists(), name
+    versions = json.loads((trained_run / "versions.json").read_text())
+    assert versions["keras"].startswith("3") and versions["devices"]["precision"] == "float32"
+    assert json.loads((trained_run / "data.json").read_text())["train"]["pairs"] == 240
+    assert not list(trained_run.glob(".*tmp*"))
+
+
+def test_resume_continues_to_more_epochs(trained_run, tmp_path):
+    import shutil
+
+    from skinseg.training.trainer import train
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    train(None, resume=run, epochs=7, quiet=True)
+    rows = _history(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 8))
+    assert json.loads((run / "state.json").read_text())["epoch"] == 7
+
+
+def test_sigterm_saves_last_model_and_history(tmp_path):
+    cfg = tiny_project(tmp_path, epochs=50)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "skinseg", "train", str(cfg), "-q"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "runs" / "tiny"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run / "history.csv").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(1)
+    assert (run / "history.csv").exists(), "no epoch finished in time"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "--resume" in out
+    state = json.loads((run / "state.json").read_text())
+    assert state["interrupted"] and 1 <= state["epoch"] < 50
+    assert (run / "last.keras").is_file() and len(_history(run)) == state["epoch"]
+
+
+def test_preflight_refuses_too_little_data(tmp_path):
+    from skinseg.shared.errors import SkinsegError
+    from skinseg.shared.synthetic import write_dataset
+    from skinseg.training.trainer import train
+
+    write_dataset(tmp_path / "data" / "train", 2, (64, 64), seed=1)
+    write_dataset(tmp_path / "data" / "valid", 2, (64, 64), seed=2)
+    cfg = tmp_path / "c.ini"
+    cfg.write_text("[train]\nimage_datapath = data/train/images\nmask_datapath = data/train/masks\n"
+                   "[eval]\nimage_datapath = data/valid/images\nmask_datapath = data/valid/masks\n")
+    with pytest.raises(SkinsegError, match="too little valid data.*min_pairs"):
+        train(cfg, quiet=True)
