@@ -190,6 +190,8 @@ class InferRun:
         started = datetime.now(UTC).isoformat(timespec="seconds")
         for sub in ("masks", "overlays"):
             atomic.ensure_writable_dir(self.out / sub)
+            for stale in (self.out / sub).glob(".*.part"):  # left by a killed run: never a finished output
+                stale.unlink(missing_ok=True)
         previous = {}
         if self.resume:
             previous = _read_rows(self.results_path) | _read_rows(self.journal_path)

@@ -76,6 +76,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "steps_per_epoch": C("int", 0, "0 = one pass over the training set", lo=0, seed=True),
         "validation_steps": C("int", 0, "0 = the whole validation set", lo=0, seed=True),
         "patience": C("int", 10, "early stopping patience in epochs (0 = off)", lo=0, seed=True),
+        "bn_recalibration": C("int", 16, "before each validation, recompute BatchNorm statistics of the current "
+                              "weights over this many training batches (0 = off); without it, from-scratch "
+                              "models validate far below their true quality for many epochs", lo=0),
         "min_epochs": C("int", 0, "no early stopping before this epoch (from-scratch models catch up late)",
                         lo=0),
         "learning_rate_reducer": C("bool", True, "ReduceLROnPlateau on val_loss", seed=True),
@@ -301,3 +304,20 @@ def template() -> str:
             lines.append(f"{name} = {default}")
         lines.append("")
     return "\n".join(lines)
+
+
+def reference_markdown() -> str:
+    """The README's config reference, generated from SCHEMA (a test keeps the README in step)."""
+    out = []
+    for sec, keys in SCHEMA.items():
+        out.append(f"**[{sec}]**\n\n| key | default | meaning |\n|---|---|---|")
+        for k, key in keys.items():
+            d = key.default
+            if isinstance(d, list):
+                d = "[" + ", ".join(f"{x:g}" if isinstance(x, int | float) else str(x) for x in d) + "]"
+            choices = " (" + " \\| ".join(key.choices) + ")" if key.choices else ""
+            seed = " *(seed key)*" if key.seed else ""
+            doc = key.doc.replace("|", "\\|")
+            out.append(f"| `{k}` | `{d}` | {doc}{choices}{seed} |")
+        out.append("")
+    return "\n".join(out)

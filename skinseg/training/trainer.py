@@ -187,7 +187,31 @@ def preview_augmentations(cfg: Config, pairs: list, count: int, path: Path) -> P
 
 
 # -- training --------------------------------------------------------------------------------------
-def _epoch_callback(total_epochs: int, steps: int, batch: int, quiet: bool, history: list, on_epoch: Any):
+def recalibrate_bn(model: Any, batches: list[np.ndarray]) -> int:
+    """Set every BatchNorm's moving statistics to the average batch statistics of the current weights.
+
+    Training mode normalises with batch statistics while inference uses the moving averages, which
+    trail far behind while weights change fast (from-scratch training). Averaging fresh batch
+    statistics ("precise BN") makes validation, checkpoint choice and the exported model reflect what
+    the network has actually learnt. Weights are not touched.
+    """
+    import keras
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in bns]
+    try:
+        for k, x in enumerate(batches, start=1):
+            for layer in bns:
+                layer.momentum = (k - 1) / k  # cumulative mean over the k batches seen
+            model(x, training=True)
+    finally:
+        for layer, m in zip(bns, saved, strict=True):
+            layer.momentum = m
+    return len(bns)
+
+
+def _epoch_callback(total_epochs: int, steps: int, batch: int, quiet: bool, history: list, on_epoch: Any,
+                    validate: Any):
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -209,6 +233,8 @@ def _epoch_callback(total_epochs: int, steps: int, batch: int, quiet: bool, hist
             self.bar.update(self.task, completed=batch_i + 1)
 
         def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs.update(validate(self.model))  # later callbacks (LR, early stopping) see val_* too
             logs = dict(logs or {})
             secs = time.perf_counter() - self.t0
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -339,7 +365,20 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
         write_history(run, history)
         return mark
 
-    callbacks: list[Any] = [_epoch_callback(cfg.train.epochs, steps, batch, quiet, history, on_epoch),
+    recal_batches = []
+    if cfg.train.bn_recalibration:
+        rng = np.random.default_rng(seed)
+        picks = rng.permutation(len(train_set))[: cfg.train.bn_recalibration * batch]
+        tiles = [val_aug(*train_set.get(int(i)), 0, int(i))[0] for i in picks]
+        recal_batches = [np.stack(tiles[i : i + batch]).astype(np.float32) for i in range(0, len(tiles), batch)]
+
+    def validate(m: Any) -> dict[str, float]:
+        if recal_batches:
+            recalibrate_bn(m, recal_batches)
+        res = m.evaluate(ds_val, verbose=0, return_dict=True)
+        return {f"val_{k}": float(v) for k, v in res.items()}
+
+    callbacks: list[Any] = [_epoch_callback(cfg.train.epochs, steps, batch, quiet, history, on_epoch, validate),
                             keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0)]
     if cfg.train.schedule == "plateau" and cfg.train.learning_rate_reducer:
         callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=cfg.train.reducer_patience,
@@ -355,7 +394,7 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     old = signal.signal(signal.SIGTERM, _term)
     t0 = time.perf_counter()
     try:
-        model.fit(ds_train, validation_data=ds_val, epochs=cfg.train.epochs, initial_epoch=first,
+        model.fit(ds_train, epochs=cfg.train.epochs, initial_epoch=first,
                   steps_per_epoch=steps, callbacks=callbacks, verbose=0, shuffle=False)
     except KeyboardInterrupt:
         save_model(model, run / "last.keras")

@@ -12,10 +12,9 @@ backbone = "mobilenetv2"
 decoder = "separable"
 alpha = 0.35
 aspp_filters = 32
-; few optimisation steps: a faster BatchNorm average lets validation follow training
-bn_momentum = 0.9
 image_width = 64
 image_height = 64
+working_scale = 64
 learning_rate = 0.003
 dropout_rate = 0.0
 [train]
@@ -32,6 +31,8 @@ mask_datapath = "data/valid/masks"
 [test]
 image_datapath = "data/valid/images"
 mask_datapath = "data/valid/masks"
+[mask]
+threshold = 0.45
 [augmentor]
 transformer = False
 shrinks = []

@@ -1,0 +1,31 @@
+"""The project tells the truth about itself: README quickstart and config reference, CI, shipped models."""
+
+import re
+from pathlib import Path
+
+from skinseg.shared.config import reference_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_quickstart_has_two_commands_and_ci_runs_the_test_one():
+    block = re.search(r"## Quickstart.*?```bash\n(.*?)```", README, re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 2
+    assert "skinseg infer samples/" in commands[0]
+    assert commands[1].strip() == "bash scripts/test.sh"
+    assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+    assert len(list((ROOT / "samples").glob("*.jpg"))) >= 3
+
+
+def test_readme_config_reference_is_generated_from_the_schema():
+    assert reference_markdown().strip() in README
+
+
+def test_shipped_models_are_package_data_and_small():
+    from skinseg.models import FP32, INT8, default_model
+
+    assert FP32.is_file() and INT8.is_file()
+    assert FP32.stat().st_size + INT8.stat().st_size <= 25 * 1024 * 1024
+    assert default_model("cpu") == INT8 and default_model("cuda") == FP32

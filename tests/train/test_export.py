@@ -1,0 +1,114 @@
+"""Export: parity, metadata the engine uses, FP16/INT8 variants, clear errors."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from skinseg.cli import app
+from tests.edge.test_no_tensorflow import BLOCK_TF
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    from skinseg.export import export
+
+    out = tmp_path_factory.mktemp("export") / "model.onnx"
+    rows = export(trained_run, opset=17, output=out, fp16=True, int8=True, force=True, quiet=True)
+    return trained_run, out, rows
+
+
+def test_files_checker_and_ir_version(exported):
+    _, out, rows = exported
+    assert [r["precision"] for r in rows] == ["fp32", "fp16", "int8"]
+    for r in rows:
+        m = onnx.load(str(r["file"]))
+        onnx.checker.check_model(m)
+        assert m.ir_version == 8 and m.opset_import[0].version == 17
+        inp = m.graph.input[0]
+        assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
+        assert dims[1:] == [64, 64, 3] and isinstance(dims[0], str)  # fixed tile, dynamic batch
+
+
+def test_parity_with_keras_on_fresh_tiles(exported):
+    import keras
+    import onnxruntime as ort
+
+    import skinseg.training.losses  # noqa: F401
+    import skinseg.training.model  # noqa: F401
+
+    run, out, rows = exported
+    model = keras.saving.load_model(run / "best.keras", safe_mode=True)
+    x = np.random.default_rng(5).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    ref = model.predict(x.astype(np.float32), verbose=0)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert np.abs(ref - got).max() <= 1e-4
+    assert float(rows[0]["parity"].split()[-1]) <= 1e-4
+
+
+def test_engine_reads_metadata_without_tensorflow(exported, tmp_path):
+    run, out, _ = exported
+    images = sorted((run.parent.parent / "data" / "valid" / "images").glob("*.jpg"))[:2]
+    res = subprocess.run([sys.executable, "-c", BLOCK_TF + textwrap.dedent(f"""
+        import json
+        from skinseg import Segmenter
+        seg = Segmenter({str(out)!r}, "cpu")
+        assert seg.tile == (64, 64) and seg.scale == 64 and abs(seg.post.threshold - 0.45) < 1e-9, seg.describe()
+        meta = seg.spec.metadata
+        assert meta["skinseg.precision"] == "fp32" and meta["skinseg.backbone"] == "mobilenetv2"
+        assert json.loads(meta["skinseg.dataset"])["train"]["pairs"] == 240
+        assert json.loads(meta["skinseg.metrics"])["onnx_fp32"]["val_jaccard"] > 0.7
+        for key in ("versions", "opset", "created", "source_sha256", "config"):
+            assert meta["skinseg." + key], key
+        pred = seg.predict({str(images[0])!r})
+        assert pred.mask.shape == (64, 64) and pred.mask.any()
+    """)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_reported_agreement_is_right(exported):
+    from skinseg.export import mask_dice, mean_jaccard, validation_pairs
+
+    run, _, rows = exported
+    from skinseg.export import find_source
+
+    pairs = validation_pairs(find_source(run), None)
+    jac32, m32 = mean_jaccard(rows[0]["file"], pairs)
+    assert jac32 == pytest.approx(rows[0]["val_jaccard"])
+    for r in rows[1:]:
+        jac, masks = mean_jaccard(r["file"], pairs)
+        assert jac == pytest.approx(r["val_jaccard"]) and mask_dice(m32, masks) == pytest.approx(r["mask_dice_vs_fp32"])
+        assert r["mask_dice_vs_fp32"] > 0.9
+    assert rows[2]["drop_points"] == pytest.approx((rows[0]["val_jaccard"] - rows[2]["val_jaccard"]) * 100)
+
+
+def test_int8_refused_beyond_max_drop(trained_run, tmp_path):
+    res = CliRunner().invoke(app, ["export", str(trained_run), "--int8", "--max-drop", "-100", "--no-simplify",
+                                   "-o", str(tmp_path / "m.onnx"), "-q"])
+    assert res.exit_code == 2 and "INT8 loses" in res.output and not (tmp_path / "m-int8.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--opset", "5"], "supported opsets"), ([], "no such file")],
+)
+def test_usage_errors(tmp_path, trained_run, args, message):
+    src = str(trained_run) if args else str(tmp_path / "missing.keras")
+    res = CliRunner().invoke(app, ["export", src, *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_non_keras_files_are_refused(tmp_path):
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a zip")
+    res = CliRunner().invoke(app, ["export", str(fake)])
+    assert res.exit_code == 2 and "not a Keras 3 .keras archive" in res.output
+    h5 = tmp_path / "model.h5"
+    h5.write_bytes(b"\x89HDF\r\n")
+    res = CliRunner().invoke(app, ["export", str(h5)])
+    assert res.exit_code == 2 and "not a .keras file" in res.output
