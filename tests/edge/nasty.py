@@ -1,0 +1,68 @@
+"""A corpus of nasty inputs, generated (never downloaded): what users' archives really contain."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from skinseg.shared.images import encode
+from tests.edge.test_images import with_exif_orientation
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG whose IHDR declares w x h (CRC valid) followed by no real data: a decompression bomb's header."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def _pil(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def lesion_rgb(h: int, w: int) -> np.ndarray:
+    img = np.full((h, w, 3), 220, np.uint8)
+    img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4, 0] = 30
+    return img
+
+
+def build(folder: Path) -> dict[str, str]:
+    """Write the corpus; returns {file name: 'ok' | 'error'} = what infer must report for each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = lesion_rgb(60, 80)
+    pil = Image.fromarray(rgb)
+    files: dict[str, tuple[bytes, str]] = {
+        "zero-bytes.jpg": (b"", "error"),
+        "truncated.jpg": (encode(".jpg", lesion_rgb(200, 200))[:300], "error"),
+        "text-named.jpg": (b"this is a text file, not a JPEG\n", "error"),
+        "bomb-header.png": (_png_header_only(100_000, 100_000), "error"),
+        "rgb16.png": (cv2.imencode(".png", (rgb[..., ::-1].astype(np.uint16) * 257))[1].tobytes(), "ok"),
+        "rgb16.tif": (cv2.imencode(".tiff", (rgb[..., ::-1].astype(np.uint16) * 257))[1].tobytes(), "ok"),
+        "rgba.png": (_pil(pil.convert("RGBA"), "PNG"), "ok"),
+        "palette.png": (_pil(pil.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"), "ok"),
+        "grey.png": (_pil(pil.convert("L"), "PNG"), "ok"),
+        "cmyk.jpg": (_pil(pil.convert("CMYK"), "JPEG", quality=95), "ok"),
+        "exif-rotated.jpg": (with_exif_orientation(encode(".jpg", rgb, 95), 6), "ok"),
+        "one-pixel.png": (encode(".png", rgb[:1, :1]), "ok"),
+        "thin 10x100000.png": (encode(".png", lesion_rgb(10, 100_000)), "ok"),
+        "naïve ünïcödé name.png": (encode(".png", rgb), "ok"),
+        "webp.webp": (cv2.imencode(".webp", rgb[..., ::-1])[1].tobytes(), "ok"),
+    }
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    expected = {name: want for name, (_, want) in files.items()}
+    if os.geteuid() != 0:  # root reads everything, so this case only exists for normal users
+        locked = folder / "unreadable.png"
+        locked.write_bytes(encode(".png", rgb))
+        locked.chmod(0)
+        expected["unreadable.png"] = "error"
+    return expected
