@@ -73,7 +73,8 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 # ---------------------------------------------------------------------------------------------
 ProviderOpt = Annotated[str, typer.Option("--provider", "-p",
                                           help="auto | cpu | cuda | tensorrt | any ONNX Runtime provider.")]
-ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped model).")]
+ModelOpt = Annotated[Path | None, typer.Option(
+    "--model", "-m", help="ONNX model, or fp32 / int8 for a shipped one (default: the shipped one for this machine).")]
 
 
 @app.command()

@@ -90,7 +90,8 @@ class Segmenter:
     """A loaded model plus the options to run it on whole images.
 
     Args:
-        model: path to an .onnx file; None = the model shipped with the package.
+        model: path to an .onnx file; None = the shipped model for this machine; 'fp32' or 'int8' = that
+            shipped precision.
         provider: 'auto', 'cpu', 'cuda', 'tensorrt' or any ONNX Runtime provider name.
         tile: tile size N or (h, w); defaults to the model's fixed input size, else 512.
         scale: working scale as the long side in pixels, 'native' for none; default: the model's.
@@ -128,6 +129,13 @@ class Segmenter:
             from skinseg.models import default_model
 
             model = default_model(provider)
+        elif str(model).lower() in ("fp32", "int8") and not Path(model).exists():
+            from skinseg.models import shipped_models
+
+            picked = shipped_models().get(str(model).lower())
+            if picked is None:
+                raise SkinsegError(f"--model {model}: no shipped {model} model in this install")
+            model = picked
         self.model_path = Path(model)
         self.session, self.providers = create_session(self.model_path, provider, threads, graph_opt)
         self.spec: ModelSpec = read_spec(self.session)
