@@ -103,6 +103,8 @@ def infer(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     overlay_max: Annotated[int, typer.Option(help="Long side of overlay JPEGs in px (0 = full size).")] = 2048,
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0 = all cores).")] = 0,
+    graph_opt: Annotated[str, typer.Option(help="ONNX Runtime graph optimisation: disable | basic | extended | "
+                                                "all.")] = "all",
     config: Annotated[Path | None, typer.Option(help="Seed-style config: inputs and options from its "
                                                      "[infer] and [mask] sections; flags win.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
@@ -141,7 +143,7 @@ def infer(
         raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
     jobs = plan_jobs(images, shard_kn)
     seg = Segmenter(model, provider, tile=tile, scale=scale, overlap=overlap, batch=batch, tta=tta,
-                    threshold=threshold, post=post, threads=threads)
+                    threshold=threshold, post=post, threads=threads, graph_opt=graph_opt)
     if not quiet:
         d = seg.describe()
         ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {output}")

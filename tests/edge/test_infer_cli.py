@@ -134,3 +134,18 @@ def test_real_fullres_images_keep_their_size(tmp_path, model):
     assert res.exit_code == 0, res.output
     for p in picks:
         assert read_mask(out / "masks" / f"{p.stem}.png").shape == read_image(p).shape[:2]
+
+
+def test_seed_config_supplies_inputs_output_and_mask_options(tmp_path, model, images):
+    cfg = tmp_path / "seed.config"
+    cfg.write_text(f'[infer]\nimages_dir = "{images.name}"\noutput_dir = "seed-out"\nmerged_dir = "merged"\n'
+                   '[mask]\nblur = True\nbinarize = False\nthreshold = 128\n')
+    res = runner.invoke(app, ["infer", "--config", str(cfg), "--model", str(model), "-q"])
+    assert res.exit_code == 0, res.output
+    run = json.loads((tmp_path / "seed-out" / "run.json").read_text())
+    post = run["engine"]["postprocess"]
+    assert post["blur"] == 2.0 and post["threshold"] == pytest.approx(128 / 255)
+    assert len(list((tmp_path / "seed-out" / "masks").glob("*.png"))) == 3
+    res = runner.invoke(app, ["infer", "--config", str(cfg), "--model", str(model), "-q", "--threshold", "0.3",
+                              "-o", str(tmp_path / "flag-out")])
+    assert json.loads((tmp_path / "flag-out" / "run.json").read_text())["engine"]["postprocess"]["threshold"] == 0.3
