@@ -1,0 +1,60 @@
+"""Resource failures and broken models: clear one-line errors, no partial files."""
+
+import errno
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from skinseg.cli import app
+from skinseg.shared import atomic
+from skinseg.shared.errors import SkinsegError
+from tests.onnx_factory import make_model
+
+
+def test_disk_full_gives_clear_error_and_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "mask.png"
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
+    with pytest.raises(SkinsegError, match="disk full while writing"):
+        atomic.write_bytes(target, b"x" * 100)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_folder_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    model = make_model(tmp_path / "m.onnx")
+    img = tmp_path / "a.png"
+    import numpy as np
+
+    from skinseg.shared.images import encode
+
+    img.write_bytes(encode(".png", np.zeros((8, 8, 3), np.uint8)))
+    res = CliRunner().invoke(app, ["infer", str(img), "--model", str(model), "-o", str(blocker / "out")])
+    assert res.exit_code == 2 and "cannot write to output folder" in res.output
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_model_files(tmp_path, damage):
+    model = make_model(tmp_path / "m.onnx", box=3)
+    data = model.read_bytes()
+    model.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(300), "empty": b""}[damage])
+    img = tmp_path / "a.png"
+    img.write_bytes(b"")
+    res = CliRunner().invoke(app, ["infer", str(img), "--model", str(model)])
+    assert res.exit_code == 2 and str(model) in res.output and "Traceback" not in res.output
