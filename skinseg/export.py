@@ -8,7 +8,6 @@ FP16 / INT8 variants with their mask agreement and validation Jaccard -> a summa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from skinseg import __version__, ui
+from skinseg.inference.segmenter import sha256_file
 from skinseg.inference.spec import FORMAT_VERSION, META_PREFIX
 from skinseg.shared import atomic
 from skinseg.shared.errors import SkinsegError
@@ -133,14 +133,6 @@ def convert(model: Any, tile: tuple[int, int], opset: int) -> Any:
     return onnx_model
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def metadata(src: Source, tile: tuple[int, int], opset: int, precision: str, metrics: dict[str, Any]) -> dict[str, str]:
     import keras
     import onnx
@@ -173,7 +165,7 @@ def metadata(src: Source, tile: tuple[int, int], opset: int, precision: str, met
         "opset": str(opset),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": src.keras_path.name,
-        "source_sha256": sha256(src.keras_path),
+        "source_sha256": sha256_file(src.keras_path),
     }
     return {META_PREFIX + k: v for k, v in meta.items()}
 
