@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from skinseg import __version__
@@ -101,7 +102,6 @@ def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def versions() -> dict[str, str]:
-    import cv2
     import onnxruntime as ort
 
     return {"skinseg": __version__, "python": platform.python_version(), "onnxruntime": ort.__version__,
@@ -125,15 +125,11 @@ class InferRun:
     def _write_outputs(self, job: Job, loaded_rgb: np.ndarray, mask: np.ndarray) -> None:
         atomic.write_bytes(job.mask_path(self.out), encode(".png", mask))
         base = loaded_rgb
-        if base.shape[:2] != mask.shape:
-            import cv2
-
+        if base.shape[:2] != mask.shape:  # decoded at reduced size: bring it to the mask's size
             base = cv2.resize(base, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
         if self.overlay_max:
             small = fit(base, self.overlay_max)
             if small.shape[:2] != base.shape[:2]:
-                import cv2
-
                 m = cv2.resize(mask.astype(np.uint8), (small.shape[1], small.shape[0]),
                                interpolation=cv2.INTER_NEAREST)
                 base, mask = small, m.astype(bool)

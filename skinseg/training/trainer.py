@@ -281,7 +281,6 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
         return out
 
     devices = setup_devices(cfg.train.mixed_precision, cfg.train.seed)
-    tf = import_tf()
     import keras
 
     from skinseg.training.augment import Augmenter
@@ -410,7 +409,6 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     atomic.write_json(run / "state.json", state)
     if not quiet:
         _summary(run, state, history, cfg)
-    del tf
     return run
 
 
