@@ -23,7 +23,7 @@ import numpy as np
 
 from skinseg import __version__
 from skinseg.inference.postprocess import mask_stats
-from skinseg.inference.render import fit, overlay
+from skinseg.inference.render import overlay
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared import atomic
 from skinseg.shared.errors import InputError, SkinsegError
@@ -122,18 +122,18 @@ class InferRun:
         self.run_json = self.out / f"run{suffix}.json"
 
     # -- outputs ---------------------------------------------------------------------------------
-    def _write_outputs(self, job: Job, loaded_rgb: np.ndarray, mask: np.ndarray) -> None:
+    def _write_outputs(self, job: Job, rgb: np.ndarray, mask: np.ndarray) -> None:
+        """The mask at full size; the overlay straight at its display size (never via a full-size copy)."""
         atomic.write_bytes(job.mask_path(self.out), encode(".png", mask))
-        base = loaded_rgb
-        if base.shape[:2] != mask.shape:  # decoded at reduced size: bring it to the mask's size
-            base = cv2.resize(base, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
-        if self.overlay_max:
-            small = fit(base, self.overlay_max)
-            if small.shape[:2] != base.shape[:2]:
-                m = cv2.resize(mask.astype(np.uint8), (small.shape[1], small.shape[0]),
-                               interpolation=cv2.INTER_NEAREST)
-                base, mask = small, m.astype(bool)
-        atomic.write_bytes(job.overlay_path(self.out), encode(".jpg", overlay(base, mask)))
+        h, w = mask.shape
+        s = min(1.0, self.overlay_max / max(h, w)) if self.overlay_max else 1.0
+        oh, ow = max(1, round(h * s)), max(1, round(w * s))
+        if rgb.shape[:2] != (oh, ow):
+            shrink = rgb.shape[0] * rgb.shape[1] > oh * ow
+            rgb = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if mask.shape != (oh, ow):
+            mask = cv2.resize(mask.astype(np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST).astype(bool)
+        atomic.write_bytes(job.overlay_path(self.out), encode(".jpg", overlay(rgb, mask)))
 
     def _row(self, job: Job, **values: Any) -> dict[str, Any]:
         row = dict.fromkeys(COLUMNS, "")
