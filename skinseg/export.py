@@ -267,10 +267,23 @@ def tile_latency_ms(path: Path, tile: tuple[int, int], runs: int = 20) -> float:
     return 1000 * statistics.median(times)
 
 
+def fp32_islands(model: Any) -> list[str]:
+    """Nodes kept in FP32 when quantizing: the first convolution and the output head (the last Resize
+    onwards). Measured on the shipped model: this lost 0.37 instead of 0.55 Jaccard points and ran
+    2.5x faster than quantizing everything (the quantized input chain was slow on the CPU)."""
+    nodes = list(model.graph.node)
+    keep = [next(n.name for n in nodes if n.op_type == "Conv")] if any(n.op_type == "Conv" for n in nodes) else []
+    resizes = [i for i, n in enumerate(nodes) if n.op_type == "Resize"]
+    if resizes:
+        keep += [n.name for n in nodes[resizes[-1]:]]
+    return keep
+
+
 def quantize_int8(fp32: Path, out: Path, tiles: np.ndarray) -> None:
     """Static QDQ INT8 (per-channel weights), pre-processed first, calibrated on uint8 tiles."""
     import tempfile
 
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -287,7 +300,8 @@ def quantize_int8(fp32: Path, out: Path, tiles: np.ndarray) -> None:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         q = Path(tmp) / "q.onnx"
         quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=fp32_islands(onnx.load(str(pre))))
         atomic.write_bytes(out, q.read_bytes())
 
 
@@ -300,13 +314,15 @@ def to_fp16(fp32_model: Any) -> Any:
 
 # -- the command ----------------------------------------------------------------------------------
 def variant_paths(output: Path) -> tuple[Path, Path, Path]:
-    """FP32 at `output` (a -int8/-fp16 suffix is stripped), variants beside it."""
-    stem = output.stem
+    """(fp32, fp16, int8) paths: FP32 at `output` unless that names a variant (model-int8.onnx -> model.onnx);
+    variants beside it with the -fp32 suffix, if any, replaced (skinseg-fp32 -> skinseg-int8)."""
+    base = output.stem
     for suffix in ("-int8", "-fp16", "-fp32"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
     d = output.parent
-    return d / f"{stem}.onnx", d / f"{stem}-fp16.onnx", d / f"{stem}-int8.onnx"
+    fp32 = output if not output.stem.endswith(("-int8", "-fp16")) else d / f"{base}.onnx"
+    return fp32, d / f"{base}-fp16.onnx", d / f"{base}-int8.onnx"
 
 
 def _mb(path: Path) -> float:
