@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--size", default="4288x2848")
     ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     model = args.model or bench_model(Path("benchmarks") / f"deeplab-mnv2-{args.tile}.onnx", args.tile)

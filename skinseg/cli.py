@@ -89,7 +89,7 @@ def infer(
                                                    "Default: the model's.")] = None,
     tile: Annotated[str | None, typer.Option(help="Tile N or HxW (dynamic-size models only).")] = None,
     overlap: Annotated[float, typer.Option(help="Tile overlap fraction.")] = 0.5,
-    batch: Annotated[int, typer.Option(help="Tiles per session run.")] = 4,
+    batch: Annotated[int, typer.Option(help="Tiles per session run (0 = auto from tile size and device).")] = 0,
     threshold: Annotated[float | None, typer.Option(help="Lesion probability threshold "
                                                          "(default: the model's, else 0.5).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Flip test-time augmentation (4x slower).")] = False,
@@ -202,7 +202,7 @@ def eval_(
     fill_holes: Annotated[bool | None, typer.Option("--fill-holes/--no-fill-holes")] = None,
     save_masks: Annotated[bool, typer.Option("--save-masks", help="Write predicted masks.")] = False,
     worst: Annotated[int, typer.Option(help="Images in the worst.png gallery.")] = 12,
-    batch: Annotated[int, typer.Option(help="Tiles per session run.")] = 4,
+    batch: Annotated[int, typer.Option(help="Tiles per session run (0 = auto from tile size and device).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Score models on a test split with ISIC metrics at the masks' resolution.
@@ -295,7 +295,7 @@ def eval_(
 def bench(
     model: ModelOpt = None,
     provider: ProviderOpt = "auto",
-    batch: Annotated[int, typer.Option(help="Tiles per session run.")] = 4,
+    batch: Annotated[int, typer.Option(help="Tiles per session run (0 = auto from tile size and device).")] = 0,
     image: Annotated[Path | None, typer.Option(help="Image to time (default: synthetic).")] = None,
     size: Annotated[str, typer.Option(help="Synthetic image WxH.")] = "4288x2848",
     scale: Annotated[str, typer.Option(help="Working scale (px or native).")] = "native",

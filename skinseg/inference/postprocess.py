@@ -61,14 +61,15 @@ def keep_components(mask: np.ndarray, keep: str = "largest", min_area: int = 0) 
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill background regions not connected to the image border."""
-    m = mask.astype(np.uint8)
-    if not m.any():
+    """Fill background regions not connected to the image border (4-connected flood fill from
+    outside; uint8 buffers only, a third of the memory of labelling the background)."""
+    h, w = mask.shape
+    if not mask.any():
         return mask.astype(bool)
-    bg = np.pad(1 - m, 1, constant_values=1)
-    n, labels = cv2.connectedComponents(bg, connectivity=4)
-    outside = labels == labels[0, 0]
-    return ~outside[1:-1, 1:-1]
+    pad = np.zeros((h + 2, w + 2), np.uint8)
+    pad[1:-1, 1:-1] = mask
+    cv2.floodFill(pad, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 2, flags=4)
+    return pad[1:-1, 1:-1] != 2
 
 
 def postprocess(prob: np.ndarray, opts: PostProcess) -> np.ndarray:

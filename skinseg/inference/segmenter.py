@@ -96,7 +96,9 @@ class Segmenter:
         tile: tile size N or (h, w); defaults to the model's fixed input size, else 512.
         scale: working scale as the long side in pixels, 'native' for none; default: the model's.
         overlap: fraction of tile overlap in [0, 1).
-        batch: tiles per session run.
+        batch: tiles per session run; 0 = auto: up to 512x512 pixels per run on the CPU (batching
+            big tiles there only costs memory: 1.4 GB at 4x512x512 vs 0.4 GB at 1, same speed),
+            four times that on a GPU, at most 16 tiles.
         tta: average predictions over horizontal/vertical flips (4x the work).
         threshold: overrides the model's threshold (default 0.5).
         post: post-processing options; fields not given come from the model metadata.
@@ -115,7 +117,7 @@ class Segmenter:
         tile: str | int | tuple[int, int] | None = None,
         scale: str | int | None = None,
         overlap: float = 0.5,
-        batch: int = 4,
+        batch: int = 0,
         tta: bool = False,
         threshold: float | None = None,
         post: dict[str, Any] | None = None,
@@ -147,10 +149,13 @@ class Segmenter:
             self.spec.input_max = float(input_max)
         if not 0 <= overlap < 1:
             raise SkinsegError(f"--overlap {overlap}: must be at least 0 and below 1")
-        if batch < 1:
-            raise SkinsegError(f"--batch {batch}: must be at least 1")
-        self.overlap, self.batch, self.tta = overlap, batch, tta
+        if batch < 0:
+            raise SkinsegError(f"--batch {batch}: must be at least 1 (or 0 for auto)")
+        self.overlap, self.tta = overlap, tta
         self.tile = self._resolve_tile(parse_tile(tile))
+        gpu = self.providers[0] != "CPUExecutionProvider"
+        budget = 512 * 512 * (4 if gpu else 1)
+        self.batch = batch or max(1, min(16, budget // (self.tile[0] * self.tile[1])))
         resolved = parse_scale(scale)
         self.scale: int | None = self.spec.scale if resolved == "model" else resolved  # type: ignore[assignment]
         opts = {k: v for k, v in self.spec.postprocess.items() if k in PostProcess.__dataclass_fields__}

@@ -130,6 +130,10 @@ def create_session(model: str | os.PathLike[str], provider: str = "auto", thread
     }[graph_opt]
     opts.log_severity_level = 3
     available = ort.get_available_providers()
+    on_cpu = provider == "cpu" or (provider == "auto" and not any(p in available for p in AUTO_ORDER[:-1]))
+    # The memory-pattern planner preallocates one block for all activations: on the CPU it cost a
+    # DeepLabV3+ 512x512 tile 720 MB peak instead of 413 MB, at the same speed.
+    opts.enable_mem_pattern = not on_cpu
     if provider == "auto":
         wanted = [p for p in AUTO_ORDER if p in available] or ["CPUExecutionProvider"]
     else:

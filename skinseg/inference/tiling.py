@@ -36,6 +36,14 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
     return starts
 
 
+def _gauss_1d(n: int, sigma_scale: float) -> np.ndarray:
+    if sigma_scale <= 0:
+        return np.ones(n, np.float64)
+    x = np.arange(n, dtype=np.float64) - (n - 1) / 2
+    g = np.maximum(np.exp(-0.5 * (x / (n * sigma_scale)) ** 2), 1e-6)
+    return g / g.max()
+
+
 @lru_cache(maxsize=8)
 def gaussian_weight(height: int, width: int, sigma_scale: float = 0.125) -> np.ndarray:
     """Importance map for blending: a Gaussian centred on the tile, sigma = size * sigma_scale.
@@ -44,15 +52,18 @@ def gaussian_weight(height: int, width: int, sigma_scale: float = 0.125) -> np.n
     value before the outer product, so pixels covered by one tile only stay defined while a tile's
     corner never outweighs another tile's centre (a floor on the product would let it).
     """
-    if sigma_scale <= 0:
-        return np.ones((height, width), np.float32)
-    ys = np.arange(height, dtype=np.float64) - (height - 1) / 2
-    xs = np.arange(width, dtype=np.float64) - (width - 1) / 2
-    gy = np.maximum(np.exp(-0.5 * (ys / (height * sigma_scale)) ** 2), 1e-6)
-    gx = np.maximum(np.exp(-0.5 * (xs / (width * sigma_scale)) ** 2), 1e-6)
-    w = np.outer(gy / gy.max(), gx / gx.max()).astype(np.float32)
+    w = np.outer(_gauss_1d(height, sigma_scale), _gauss_1d(width, sigma_scale)).astype(np.float32)
     w.setflags(write=False)
     return w
+
+
+def _axis_norm(length: int, tile: int, starts: list[int], sigma_scale: float) -> np.ndarray:
+    """Sum of the 1-D weights of all tiles covering each position along one axis."""
+    g = _gauss_1d(tile, sigma_scale)
+    total = np.zeros(length, np.float64)
+    for s in starts:
+        total[s : s + tile] += g
+    return total
 
 
 def tile_grid(height: int, width: int, tile_h: int, tile_w: int, overlap: float) -> list[tuple[int, int]]:
@@ -96,6 +107,9 @@ def sliding_window(
         on_batch: called with the number of tiles done after each batch (progress).
     Returns:
         HxW float32 probabilities, the Gaussian-weighted mean over the tiles covering each pixel.
+
+    The weights are separable and the tiles form a grid, so the per-pixel weight sum is the outer
+    product of two 1-D sums: no second full-size accumulator (49 MB less on a 12 MP image).
     """
     h, w = image.shape[:2]
     th, tw = tile
@@ -103,8 +117,8 @@ def sliding_window(
     ph, pw = padded.shape[:2]
     weight = gaussian_weight(th, tw, sigma_scale)
     acc = np.zeros((ph, pw), np.float32)
-    norm = np.zeros((ph, pw), np.float32)
-    grid = tile_grid(ph, pw, th, tw, overlap)
+    ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
+    grid = [(y, x) for y in ys for x in xs]
     buf = np.empty((min(batch_size, len(grid)), th, tw) + padded.shape[2:], padded.dtype)
     for chunk in _batches(grid, batch_size):
         for i, (y, x) in enumerate(chunk):
@@ -113,9 +127,10 @@ def sliding_window(
         if probs.shape != (len(chunk), th, tw):
             raise ValueError(f"predict returned shape {probs.shape}, expected {(len(chunk), th, tw)}")
         for p, (y, x) in zip(probs, chunk, strict=True):
-            acc[y : y + th, x : x + tw] += p * weight
-            norm[y : y + th, x : x + tw] += weight
+            p *= weight
+            acc[y : y + th, x : x + tw] += p
         if on_batch:
             on_batch(len(chunk))
-    np.divide(acc, norm, out=acc)
+    acc /= _axis_norm(ph, th, ys, sigma_scale).astype(np.float32)[:, None]
+    acc /= _axis_norm(pw, tw, xs, sigma_scale).astype(np.float32)[None, :]
     return acc[:h, :w]

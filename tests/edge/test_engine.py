@@ -102,7 +102,7 @@ def test_metadata_and_flags(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"tile": "32"}, "fixed at 48x64"), ({"scale": "big"}, "--scale"), ({"overlap": 1.0}, "--overlap"),
-     ({"batch": 0}, "--batch"), ({"provider": "warp"}, "unknown --provider")],
+     ({"batch": -1}, "--batch"), ({"provider": "warp"}, "unknown --provider")],
 )
 def test_bad_options_are_user_errors(tmp_path, kwargs, message):
     model = make_model(tmp_path / "m.onnx", tile=(48, 64))
