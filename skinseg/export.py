@@ -468,13 +468,13 @@ def export(source: Path, opset: int = 17, output: Path | None = None, fp16: bool
 def _table(rows: list[dict[str, Any]], fp32: Path) -> None:
     from rich.table import Table
 
-    t = Table(title="skinseg export")
+    t = Table(title=f"skinseg export -> {fp32.parent}")
     for c in ("file", "MB", "precision", "parity / agreement", "val Jaccard", "ms / tile (CPU)"):
         t.add_column(c)
     for r in rows:
         agree = r.get("parity") or (f"mask Dice {r['mask_dice_vs_fp32']:.4f}" if r.get("mask_dice_vs_fp32") else "")
         jac = f"{r['val_jaccard']:.4f}" if r.get("val_jaccard") is not None else "n/a"
-        t.add_row(str(r["file"]), f"{r['size_mb']:.2f}", r["precision"], agree, jac, f"{r['tile_ms']:.2f}")
+        t.add_row(r["file"].name, f"{r['size_mb']:.2f}", r["precision"], agree, jac, f"{r['tile_ms']:.2f}")
     ui.out.print(t)
     best = rows[-1]["file"]
     ui.out.print("next:\n"

@@ -315,6 +315,7 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     batch = cfg.train.batch_size * devices["replicas"]
     steps = cfg.train.steps_per_epoch or max(1, len(train_set) // batch)
     state = json.loads((run / "state.json").read_text()) if resume else {"epoch": 0, "best": None}
+    state.pop("interrupted", None)
     first = int(state["epoch"])
     if first >= cfg.train.epochs:
         ui.info(f"{run} already finished {first} epochs")
