@@ -318,6 +318,4 @@ class Segmenter:
         if prob.shape != (h, w):
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         mask = postprocess(prob, self.post)
-        th, tw = self.tile
-        tiles = len(tile_grid(max(wh, th), max(ww, tw), th, tw, self.overlap))
-        return Prediction(prob, mask, (wh, ww), tiles, time.perf_counter() - t0)
+        return Prediction(prob, mask, (wh, ww), self.count_tiles(h, w), time.perf_counter() - t0)

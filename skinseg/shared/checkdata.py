@@ -14,7 +14,7 @@ import numpy as np
 
 from skinseg.shared.dataset import Pairing, find_pairs, split_folder
 from skinseg.shared.errors import InputError
-from skinseg.shared.images import probe_size, read_bytes, read_image, read_mask
+from skinseg.shared.images import decode_image, read_bytes, read_mask
 
 SPLITS = ("train", "valid", "test")
 
@@ -37,13 +37,7 @@ class SplitReport:
 def inspect_pair(image: Path, mask: Path) -> tuple[str | None, str | None]:
     """(problem, note) for one pair: a problem makes it unusable; a note is worth a look."""
     try:
-        data = read_bytes(image)
-        size = probe_size(data)
-        if size is None:
-            h, w = read_image(image).shape[:2]
-        else:
-            w, h = size
-            read_image(image)  # a truncated file only shows when decoded
+        h, w = decode_image(read_bytes(image), str(image)).shape[:2]  # a truncated file only shows when decoded
         m = read_mask(mask)
     except InputError as exc:
         return str(exc), None
