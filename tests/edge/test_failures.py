@@ -58,3 +58,29 @@ def test_corrupt_model_files(tmp_path, damage):
     img.write_bytes(b"")
     res = CliRunner().invoke(app, ["infer", str(img), "--model", str(model)])
     assert res.exit_code == 2 and str(model) in res.output and "Traceback" not in res.output
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path):
+    """ONNX external data may not point outside the model's folder (ONNX Runtime checks; we guard it)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from skinseg import Segmenter
+
+    (tmp_path / "secret.bin").write_bytes(np.zeros(3, np.float32).tobytes())
+    w = numpy_helper.from_array(np.zeros(3, np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../secret.bin"), ("offset", "0"), ("length", "12")):
+        w.external_data.add(key=k, value=v)
+    g = helper.make_graph([helper.make_node("Add", ["image", "w"], ["mask"])], "g",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
+                          [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "H", "W", 3])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    (tmp_path / "model").mkdir()
+    path = tmp_path / "model" / "m.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(SkinsegError, match="not a loadable ONNX model.*escapes model directory"):
+        Segmenter(path, "cpu")

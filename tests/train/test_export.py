@@ -112,3 +112,15 @@ def test_non_keras_files_are_refused(tmp_path):
     h5.write_bytes(b"\x89HDF\r\n")
     res = CliRunner().invoke(app, ["export", str(h5)])
     assert res.exit_code == 2 and "not a .keras file" in res.output
+
+
+def test_keras_file_from_another_program_is_refused(tmp_path):
+    import zipfile
+
+    other = tmp_path / "other.keras"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("config.json", '{"class_name": "SomethingElse", "module": "evil.module", "config": {}}')
+        z.writestr("metadata.json", '{"keras_version": "3.0.0"}')
+    res = CliRunner().invoke(app, ["export", str(other)])
+    assert res.exit_code == 2 and "cannot load as a skinseg Keras model" in res.output
+    assert "Traceback" not in res.output
