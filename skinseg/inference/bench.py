@@ -24,12 +24,8 @@ def peak_rss_mb() -> float:
 
 def bare_inputs(seg: Segmenter, loaded: LoadedImage) -> list[np.ndarray]:
     """The exact model inputs the engine feeds for this image, prepared ahead (for the bare timing)."""
-    wh, ww = seg.working_size(loaded.height, loaded.width)
-    import cv2
-
-    work = loaded.rgb if loaded.rgb.shape[:2] == (wh, ww) else cv2.resize(loaded.rgb, (ww, wh))
     th, tw = seg.tile
-    work = pad_to_tile(work, th, tw)
+    work = pad_to_tile(seg.to_working(loaded), th, tw)
     grid = tile_grid(work.shape[0], work.shape[1], th, tw, seg.overlap)
     batches = []
     for i in range(0, len(grid), seg.batch):

@@ -287,6 +287,15 @@ class Segmenter:
         s = self.scale / max(height, width)
         return max(1, round(height * s)), max(1, round(width * s))
 
+    def to_working(self, image: LoadedImage) -> np.ndarray:
+        """The image's pixels at the working scale (area interpolation when shrinking)."""
+        wh, ww = self.working_size(image.height, image.width)
+        work = image.rgb
+        if work.shape[:2] != (wh, ww):
+            smaller = wh * ww < work.shape[0] * work.shape[1]
+            work = cv2.resize(work, (ww, wh), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR)
+        return work
+
     def count_tiles(self, height: int, width: int) -> int:
         """Tiles the engine will run for a full-resolution image of height x width."""
         wh, ww = self.working_size(height, width)
@@ -310,10 +319,7 @@ class Segmenter:
             image = LoadedImage(arr, arr.shape[0], arr.shape[1])
         h, w = image.height, image.width
         wh, ww = self.working_size(h, w)
-        work = image.rgb
-        if work.shape[:2] != (wh, ww):
-            smaller = wh * ww < work.shape[0] * work.shape[1]
-            work = cv2.resize(work, (ww, wh), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR)
+        work = self.to_working(image)
         prob = sliding_window(work, self.predict_tiles, self.tile, self.overlap, self.batch, on_batch=on_batch)
         if prob.shape != (h, w):
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
