@@ -1,8 +1,10 @@
-"""The training input pipeline: pairs decoded once at the working scale, then tf.data with parallel,
-seeded augmentation and prefetch so an accelerator is never starved."""
+"""The training input pipeline: pairs decoded once at the working scale, then parallel, seeded
+augmentation and prefetch (tf.data on TensorFlow, a keras PyDataset on JAX/PyTorch) so an
+accelerator is never starved."""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,15 @@ def order(n: int, seed: int, epoch: int, count: int) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
 
 
+def sample(data: PairSet, aug: Augmenter, seed: int, per_epoch: int, epoch: int,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample k of an epoch, augmented: the same pixels whichever pipeline or worker asks for it."""
+    idx = int(order(len(data), seed, epoch, per_epoch)[k])
+    img, mask = data.get(idx)
+    img, mask = aug(img, mask, epoch, k)
+    return img.astype(np.float32), mask[..., None].astype(np.float32)
+
+
 def train_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: int, steps: int,
                   first_epoch: int, epochs: int, seed: int):
     """Batches for epochs [first_epoch, epochs): element i is sample (epoch, position) - deterministic."""
@@ -90,11 +101,7 @@ def train_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: i
     th, tw = tile
 
     def make(i: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        epoch, k = divmod(int(i), per_epoch)
-        idx = int(order(len(data), seed, epoch, per_epoch)[k])
-        img, mask = data.get(idx)
-        img, mask = aug(img, mask, epoch, k)
-        return img.astype(np.float32), mask[..., None].astype(np.float32)
+        return sample(data, aug, seed, per_epoch, *divmod(int(i), per_epoch))
 
     def tf_make(i: Any) -> tuple[Any, Any]:
         x, y = tf.numpy_function(make, [i], (tf.float32, tf.float32), stateful=False)
@@ -107,10 +114,36 @@ def train_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: i
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: int, steps: int = 0):
-    """Validation batches: every pair once (centre tile), no augmentation; cached after the first pass."""
-    import tensorflow as tf
+def batch_sequence(data: PairSet, aug: Augmenter, batch: int, steps: int, first_epoch: int, seed: int,
+                   workers: int = 0):
+    """The same batches as `train_dataset` as a keras PyDataset, for the JAX and PyTorch backends.
 
+    Threads, not processes: OpenCV and NumPy release the GIL, and the cached images are not copied.
+    """
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=workers or min(16, os.cpu_count() or 1), use_multiprocessing=False,
+                             max_queue_size=16)
+            self.epoch = first_epoch
+
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+            items = [sample(data, aug, seed, steps * batch, self.epoch, k) for k in range(j * batch, (j + 1) * batch)]
+            return np.stack([x for x, _ in items]), np.stack([y for _, y in items])
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+
+    return Batches()
+
+
+def eval_arrays(data: PairSet, aug: Augmenter, tile: tuple[int, int], steps: int = 0,
+                batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Validation tiles: every pair once (centre tile), no augmentation."""
     th, tw = tile
     xs, ys = [], []
     n = len(data) if not steps else min(len(data), steps * batch)
@@ -121,4 +154,12 @@ def eval_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: in
     x = np.stack(xs).astype(np.float32)
     y = np.stack(ys).astype(np.float32)
     assert x.shape[1:3] == (th, tw)
+    return x, y
+
+
+def eval_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: int, steps: int = 0):
+    """Validation batches as tf.data, cached in memory."""
+    import tensorflow as tf
+
+    x, y = eval_arrays(data, aug, tile, steps, batch)
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(tf.data.AUTOTUNE)

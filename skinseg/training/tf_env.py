@@ -1,4 +1,5 @@
-"""Import TensorFlow quietly and set it up for this machine (GPU memory growth, precision, strategy)."""
+"""Set the Keras backend up for this machine: TensorFlow quietly (GPU memory growth, precision,
+strategy), or JAX/PyTorch when KERAS_BACKEND names them (a GPU box without TensorFlow can train)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,16 @@ def import_tf() -> Any:
     return tf
 
 
+def backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
 def setup_devices(mixed_precision: str = "auto", seed: int = 42) -> dict[str, Any]:
     """Memory growth on every GPU, mixed_float16 on GPU (auto), a strategy over all GPUs; seeds."""
+    if os.environ.get("KERAS_BACKEND") in ("jax", "torch"):
+        return _setup_other(mixed_precision, seed)
     tf = import_tf()
     import keras
 
@@ -34,6 +43,7 @@ def setup_devices(mixed_precision: str = "auto", seed: int = 42) -> dict[str, An
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mp else "float32")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     return {
+        "backend": "tensorflow",
         "gpus": [g.name for g in gpus],
         "precision": "mixed_float16" if use_mp else "float32",
         "strategy": type(strategy).__name__,
@@ -41,3 +51,23 @@ def setup_devices(mixed_precision: str = "auto", seed: int = 42) -> dict[str, An
         "cpu threads": os.cpu_count(),
         "_strategy": strategy,
     }
+
+
+def _setup_other(mixed_precision: str, seed: int) -> dict[str, Any]:
+    """JAX or PyTorch backend: one device (the first GPU when there is one), no tf.distribute."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    name = keras.backend.backend()
+    if name == "jax":
+        import jax
+
+        gpus = [str(d) for d in jax.devices() if d.platform == "gpu"]
+    else:
+        import torch
+
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    use_mp = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mp else "float32")
+    return {"backend": name, "gpus": gpus[:1], "precision": "mixed_float16" if use_mp else "float32",
+            "strategy": "one device", "replicas": 1, "cpu threads": os.cpu_count(), "_strategy": None}

@@ -6,6 +6,7 @@ history.csv, curves.png, tensorboard/, versions.json, augmentations.png (with --
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -115,9 +116,10 @@ def versions(devices: dict[str, Any]) -> dict[str, Any]:
     import cv2
     import keras
 
-    tf = import_tf()
-    return {"skinseg": __version__, "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "albumentations": albumentations.__version__, "numpy": np.__version__,
+    tf_version = import_tf().__version__ if devices.get("backend") == "tensorflow" else None
+    return {"skinseg": __version__, "python": platform.python_version(), "tensorflow": tf_version,
+            "keras": keras.__version__, "backend": devices.get("backend"),
+            "albumentations": albumentations.__version__, "numpy": np.__version__,
             "opencv": cv2.__version__, "platform": platform.platform(),
             "devices": {k: v for k, v in devices.items() if not k.startswith("_")}}
 
@@ -284,7 +286,7 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     import keras
 
     from skinseg.training.augment import Augmenter
-    from skinseg.training.data import INTERPOLATION, PairSet, eval_dataset, train_dataset
+    from skinseg.training.data import INTERPOLATION, PairSet, batch_sequence, eval_arrays, eval_dataset, train_dataset
     from skinseg.training.losses import LOSSES, Overlap
     from skinseg.training.model import model_from_config
 
@@ -323,11 +325,16 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     seed = cfg.train.seed
     train_aug = Augmenter(cfg.augmentor, tile, True, cfg.generator.augmentation, seed)
     val_aug = Augmenter(cfg.augmentor, tile, False, False, seed)
-    ds_train = train_dataset(train_set, train_aug, tile, batch, steps, first, cfg.train.epochs, seed)
-    ds_val = eval_dataset(val_set, val_aug, tile, batch, cfg.train.validation_steps)
+    on_tf = devices["backend"] == "tensorflow"
+    if on_tf:
+        ds_train = train_dataset(train_set, train_aug, tile, batch, steps, first, cfg.train.epochs, seed)
+        ds_val = eval_dataset(val_set, val_aug, tile, batch, cfg.train.validation_steps)
+    else:
+        ds_train = batch_sequence(train_set, train_aug, batch, steps, first, seed)
+        ds_val = eval_arrays(val_set, val_aug, tile, cfg.train.validation_steps, batch)
 
     strategy = devices["_strategy"]
-    with strategy.scope():
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         if resume:
             model = keras.saving.load_model(run / "last.keras", safe_mode=True)
         else:
@@ -341,7 +348,7 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
             model.compile(opt, loss=LOSSES[cfg.model.loss],
                           metrics=[Overlap("dice"), Overlap("jaccard"),
                                    keras.metrics.BinaryAccuracy(name="binary_accuracy")],
-                          jit_compile=cfg.train.jit_compile)
+                          jit_compile=cfg.train.jit_compile or not on_tf)  # JAX/PyTorch un-jitted run op by op
     if cfg.model.show_summary and not quiet:
         model.summary(print_fn=lambda s, **_: ui.info(s))
 
@@ -375,11 +382,15 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     def validate(m: Any) -> dict[str, float]:
         if recal_batches:
             recalibrate_bn(m, recal_batches)
-        res = m.evaluate(ds_val, verbose=0, return_dict=True)
+        if on_tf:
+            res = m.evaluate(ds_val, verbose=0, return_dict=True)
+        else:
+            res = m.evaluate(*ds_val, batch_size=batch, verbose=0, return_dict=True)
         return {f"val_{k}": float(v) for k, v in res.items()}
 
-    callbacks: list[Any] = [_epoch_callback(cfg.train.epochs, steps, batch, quiet, history, on_epoch, validate),
-                            keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0)]
+    callbacks: list[Any] = [_epoch_callback(cfg.train.epochs, steps, batch, quiet, history, on_epoch, validate)]
+    if on_tf:  # keras' TensorBoard callback writes through tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0))
     if cfg.train.schedule == "plateau" and cfg.train.learning_rate_reducer:
         callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=cfg.train.reducer_patience,
                                                            min_lr=1e-6, verbose=0))
@@ -394,8 +405,8 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     old = signal.signal(signal.SIGTERM, _term)
     t0 = time.perf_counter()
     try:
-        model.fit(ds_train, epochs=cfg.train.epochs, initial_epoch=first,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=0, shuffle=False)
+        model.fit(ds_train, epochs=cfg.train.epochs, initial_epoch=first, steps_per_epoch=steps if on_tf else None,
+                  callbacks=callbacks, verbose=0, shuffle=False)
     except KeyboardInterrupt:
         save_model(model, run / "last.keras")
         write_history(run, history)
