@@ -260,6 +260,11 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
             if expected:
                 raise SkinsegError(f"{path}: [{sec}] {name} = {raw.strip()}: expected {expected}")
             values[sec][name.lower()] = value
+    w = str(values["model"]["weights"] or "none")
+    if w.lower() in ("none", "imagenet"):
+        values["model"]["weights"] = w.lower()
+    elif not Path(w).is_absolute():
+        values["model"]["weights"] = str((base / w).resolve())  # a weights file, like every path: config-relative
     m = values["mask"]
     if m["threshold"] > 1:
         m["threshold"] = m["threshold"] / 255.0

@@ -78,3 +78,11 @@ def test_template_has_every_key_and_round_trips_to_defaults(tmp_path):
                 assert got == "c"
             else:
                 assert got == want[sec][k], (sec, k)
+
+
+def test_weights_file_resolves_against_the_config_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    cfg = load_config(_write(tmp_path / "sub", '[model]\nweights = "../runs/a/best.keras"\n'))
+    assert cfg.model.weights == str((tmp_path / "runs/a/best.keras").resolve())
+    for keyword in ("none", "imagenet", "ImageNet"):
+        assert load_config(_write(tmp_path, f"[model]\nweights = {keyword}\n")).model.weights == keyword.lower()
