@@ -111,9 +111,11 @@ def build_model(
     x = conv_block(x, filters, 3, 1, separable, activation, bn_momentum, "decoder_c2")
     if dropout:
         x = layers.Dropout(dropout, name="decoder_dropout")(x)
+    # Classify at 1/4 resolution, then upsample one channel: the same function (both steps are linear
+    # and bilinear weights sum to 1) without a tile-sized 256-channel tensor (256 MB at 512x512).
+    x = layers.Conv2D(1, 1, name="classifier")(x)
     x = layers.UpSampling2D(size=(th // x.shape[1], tw // x.shape[2]), interpolation="bilinear",
                             name="decoder_up_out")(x)
-    x = layers.Conv2D(1, 1, name="classifier")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="probability")(x)
     model = keras.Model(inputs, outputs, name=f"deeplabv3plus_{backbone}_{decoder}")
     if weights not in ("none", "imagenet", "", None):

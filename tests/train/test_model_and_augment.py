@@ -43,6 +43,29 @@ def _aug_section(**kw):
     return SimpleNamespace(**(defaults()["augmentor"] | kw))
 
 
+def test_classifier_before_last_upsampling_is_the_same_function():
+    """The head classifies at 1/4 resolution, then upsamples one channel (no 256-channel full-size tensor);
+    the old order (upsample all channels, then classify) gives the same output, so old checkpoints
+    rebuilt by export predict exactly as they did."""
+    import keras
+
+    from skinseg.training.model import build_model
+
+    m = build_model((64, 96), "mobilenetv2", "separable", alpha=0.35, filters=32)
+    clf, up_out = m.get_layer("classifier"), m.get_layer("decoder_up_out")
+    assert up_out.input.shape[-1] == 1 and tuple(up_out.output.shape[1:]) == (64, 96, 1)
+    rng = np.random.default_rng(0)
+    clf.set_weights([rng.normal(0, 1, w.shape).astype(np.float32) for w in clf.get_weights()])
+    f = keras.Input(tuple(clf.input.shape[1:]))
+    new = keras.Model(f, up_out(clf(f)))  # the model's own layers, in the model's order
+    old = keras.Model(f, clf(keras.layers.UpSampling2D((4, 4), interpolation="bilinear")(f)))
+    x = rng.normal(0, 1, (2, *f.shape[1:])).astype(np.float32)
+    a, b = new.predict(x, verbose=0), old.predict(x, verbose=0)
+    assert a.shape == b.shape == (2, 64, 96, 1)
+    assert float(np.abs(a - b).max()) < 1e-4
+    assert float(a.std()) > 0.1  # a varied map, not one that agrees trivially
+
+
 def test_augmentation_keeps_mask_binary_aligned_and_seeded():
     from skinseg.training.augment import Augmenter
 
