@@ -8,6 +8,7 @@ import resource
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,14 @@ from skinseg.shared.synthetic import synth_pair
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux VmHWM, because ru_maxrss survives exec: a bench
+    started from a process that had loaded TensorFlow would report that process's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
