@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +57,7 @@ def main() -> None:
         if not link.exists():
             os.link(src / f"d{i % args.distinct:03d}.jpg", link)
     out = args.workdir / "out"
+    shutil.rmtree(out, ignore_errors=True)  # progress is counted from the masks written: start empty
     cmd = [sys.executable, "-m", "skinseg", "infer", str(inputs), "-o", str(out), "-q"]
     if args.model:
         cmd += ["--model", args.model]
