@@ -278,7 +278,7 @@ def fp32_islands(model: Any) -> list[str]:
     convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
     if not convs:
         return []
-    return [nodes[convs[0]].name] + [n.name for n in nodes[convs[-1]:] if n.name != nodes[convs[0]].name]
+    return list(dict.fromkeys([nodes[convs[0]].name] + [n.name for n in nodes[convs[-1]:]]))
 
 
 def quantize_int8(fp32: Path, out: Path, tiles: np.ndarray) -> None:

@@ -156,10 +156,3 @@ def eval_arrays(data: PairSet, aug: Augmenter, tile: tuple[int, int], steps: int
     assert x.shape[1:3] == (th, tw)
     return x, y
 
-
-def eval_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: int, steps: int = 0):
-    """Validation batches as tf.data, cached in memory."""
-    import tensorflow as tf
-
-    x, y = eval_arrays(data, aug, tile, steps, batch)
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(tf.data.AUTOTUNE)

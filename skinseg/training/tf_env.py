@@ -21,12 +21,6 @@ def import_tf() -> Any:
     return tf
 
 
-def backend() -> str:
-    import keras
-
-    return keras.backend.backend()
-
-
 def setup_devices(mixed_precision: str = "auto", seed: int = 42) -> dict[str, Any]:
     """Memory growth on every GPU, mixed_float16 on GPU (auto), a strategy over all GPUs; seeds."""
     if os.environ.get("KERAS_BACKEND") in ("jax", "torch"):

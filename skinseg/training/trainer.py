@@ -286,7 +286,7 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     import keras
 
     from skinseg.training.augment import Augmenter
-    from skinseg.training.data import INTERPOLATION, PairSet, batch_sequence, eval_arrays, eval_dataset, train_dataset
+    from skinseg.training.data import INTERPOLATION, PairSet, batch_sequence, eval_arrays, train_dataset
     from skinseg.training.losses import LOSSES, Overlap
     from skinseg.training.model import model_from_config
 
@@ -326,12 +326,9 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     train_aug = Augmenter(cfg.augmentor, tile, True, cfg.generator.augmentation, seed)
     val_aug = Augmenter(cfg.augmentor, tile, False, False, seed)
     on_tf = devices["backend"] == "tensorflow"
-    if on_tf:
-        ds_train = train_dataset(train_set, train_aug, tile, batch, steps, first, cfg.train.epochs, seed)
-        ds_val = eval_dataset(val_set, val_aug, tile, batch, cfg.train.validation_steps)
-    else:
-        ds_train = batch_sequence(train_set, train_aug, batch, steps, first, seed)
-        ds_val = eval_arrays(val_set, val_aug, tile, cfg.train.validation_steps, batch)
+    ds_train = (train_dataset(train_set, train_aug, tile, batch, steps, first, cfg.train.epochs, seed) if on_tf
+                else batch_sequence(train_set, train_aug, batch, steps, first, seed))
+    val_x, val_y = eval_arrays(val_set, val_aug, tile, cfg.train.validation_steps, batch)
 
     strategy = devices["_strategy"]
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -382,10 +379,7 @@ def train(config: Path | None, resume: Path | None = None, preview: int = 0, qui
     def validate(m: Any) -> dict[str, float]:
         if recal_batches:
             recalibrate_bn(m, recal_batches)
-        if on_tf:
-            res = m.evaluate(ds_val, verbose=0, return_dict=True)
-        else:
-            res = m.evaluate(*ds_val, batch_size=batch, verbose=0, return_dict=True)
+        res = m.evaluate(val_x, val_y, batch_size=batch, verbose=0, return_dict=True)
         return {f"val_{k}": float(v) for k, v in res.items()}
 
     callbacks: list[Any] = [_epoch_callback(cfg.train.epochs, steps, batch, quiet, history, on_epoch, validate)]
