@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/skinseg-soak"))
     args = ap.parse_args()
-    from skinseg.shared import atomic
+    from skinseg.shared import files
     from skinseg.shared.images import encode
     from skinseg.shared.synthetic import synth_pair
 
@@ -49,7 +49,7 @@ def main() -> None:
         p = src / f"d{i:03d}.jpg"
         if not p.exists():
             h, w = SIZES[i % len(SIZES)]
-            atomic.write_bytes(p, encode(".jpg", synth_pair(h, w, rng=i)[0], 90))
+            files.write_bytes(p, encode(".jpg", synth_pair(h, w, rng=i)[0], 90))
     inputs = args.workdir / "inputs"
     inputs.mkdir(exist_ok=True)
     for i in range(args.images):

@@ -30,9 +30,9 @@ def curves(runs: list[Path], out: Path) -> None:
 
 
 def samples(model: str, out: Path) -> None:
-    from skinseg.inference.render import grid, overlay
+    from skinseg.shared.render import grid, overlay
     from skinseg.inference.segmenter import Segmenter
-    from skinseg.shared import atomic
+    from skinseg.shared import files
     from skinseg.shared.images import encode, read_image
 
     seg = Segmenter(model, "cpu")
@@ -41,7 +41,7 @@ def samples(model: str, out: Path) -> None:
         pred = seg.predict(path)
         cells.append(overlay(read_image(path), pred.mask))
         labels.append(f"{path.stem} {pred.width}x{pred.height}")
-    atomic.write_bytes(out, encode(".jpg", grid(cells, labels, cols=4, cell=320), 88))
+    files.write_bytes(out, encode(".jpg", grid(cells, labels, cols=4, cell=320), 88))
 
 
 def main() -> None:
@@ -51,14 +51,14 @@ def main() -> None:
     ap.add_argument("--model", default="int8", help="shipped model drawn on the samples: fp32 | int8 | PATH")
     ap.add_argument("--out", type=Path, default=Path("docs"))
     args = ap.parse_args()
-    from skinseg.shared import atomic
+    from skinseg.shared import files
     from skinseg.shared.images import encode
 
     curves(args.runs, args.out / "training-curves.png")
-    atomic.write_bytes(args.out / "threshold-sweep.png", (args.eval / "threshold_sweep.png").read_bytes())
-    atomic.write_bytes(args.out / "jaccard-hist.png", (args.eval / "jaccard_hist.png").read_bytes())
+    files.write_bytes(args.out / "threshold-sweep.png", (args.eval / "threshold_sweep.png").read_bytes())
+    files.write_bytes(args.out / "jaccard-hist.png", (args.eval / "jaccard_hist.png").read_bytes())
     worst = cv2.cvtColor(cv2.imread(str(args.eval / "worst.png")), cv2.COLOR_BGR2RGB)
-    atomic.write_bytes(args.out / "worst-test.jpg", encode(".jpg", worst, 85))
+    files.write_bytes(args.out / "worst-test.jpg", encode(".jpg", worst, 85))
     samples(args.model, args.out / "samples-overlays.jpg")
     print(f"wrote {args.out}/: training-curves.png threshold-sweep.png jaccard-hist.png worst-test.jpg "
           "samples-overlays.jpg")

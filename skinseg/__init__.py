@@ -6,7 +6,13 @@ nothing here ever imports TensorFlow.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+DEFAULT_MAX_PIXELS = 200_000_000  # 6700x4500 ISIC images are 30 MP; 200 MP leaves room, refuses bombs
+# OpenCV reads its own pixel guard once, when cv2 is first imported: set it before any module of
+# ours can import cv2, so the limit holds for every format whatever the import order.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 
 __version__ = "0.1.0"
 __all__ = ["Segmenter", "Prediction", "__version__"]

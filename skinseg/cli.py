@@ -10,8 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperOption
 
 from skinseg import __version__
+
+_type_of = TyperOption.display_type_rich
+# Flags take no value: showing them as `<bool>` made users type `--tta true` (an input named "true").
+TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _type_of(self, ctx)  # type: ignore
 
 app = typer.Typer(
     name="skinseg",
@@ -69,6 +74,55 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# option values: strings are parsed here, the library takes typed values
+# ---------------------------------------------------------------------------------------------
+def parse_tile(value: str | None) -> tuple[int, int] | None:
+    """'512' or '512x384' (height x width) -> (h, w)."""
+    from skinseg.shared.errors import SkinsegError
+
+    if not value:
+        return None
+    try:
+        dims = [int(p) for p in value.lower().split("x")]
+    except ValueError:
+        dims = []
+    if len(dims) not in (1, 2) or min(dims) < 8:
+        raise SkinsegError(f"--tile {value!r}: expected N or HxW in pixels, each at least 8, e.g. 512 or 384x512")
+    return dims[0], dims[-1]
+
+
+def parse_scale(value: str | None) -> int | None | str:
+    """'native' -> None, '1024' -> 1024, no value -> 'model' (the model's own scale)."""
+    from skinseg.shared.errors import SkinsegError
+    from skinseg.shared.scale import MAX_SCALE, MIN_SCALE
+
+    if value is None or value == "":
+        return "model"
+    if value.lower() == "native":
+        return None
+    try:
+        px = int(value)
+    except ValueError:
+        px = 0
+    if not MIN_SCALE <= px <= MAX_SCALE:
+        raise SkinsegError(f"--scale {value!r}: expected a long side in pixels ({MIN_SCALE} to {MAX_SCALE}, "
+                           "e.g. 1024) or 'native'")
+    return px
+
+
+def engine_options(overlap: float, batch: int, overlay_max: int | None = None) -> None:
+    """Flag values checked before any model loads, worded as the flags the user typed."""
+    from skinseg.shared.errors import SkinsegError
+
+    if not 0 <= overlap < 1:
+        raise SkinsegError(f"--overlap {overlap}: must be at least 0 and below 1")
+    if batch < 0:
+        raise SkinsegError(f"--batch {batch}: must be at least 1 (or 0 for auto)")
+    if overlay_max is not None and overlay_max < 0:
+        raise SkinsegError(f"--overlay-max {overlay_max}: must be 0 (full size) or a long side in px")
+
+
+# ---------------------------------------------------------------------------------------------
 # infer
 # ---------------------------------------------------------------------------------------------
 ProviderOpt = Annotated[str, typer.Option("--provider", "-p",
@@ -83,7 +137,8 @@ def infer(
     inputs: Annotated[list[str] | None, typer.Argument(help="Image files, folders or globs.",
                                                        show_default=False)] = None,
     model: ModelOpt = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: a fresh "
+                                                "runs/infer/run-N).")] = None,
     provider: ProviderOpt = "auto",
     scale: Annotated[str | None, typer.Option(help="Working scale: long side in px, or 'native'. "
                                                    "Default: the model's.")] = None,
@@ -95,10 +150,13 @@ def infer(
     tta: Annotated[bool, typer.Option("--tta", help="Flip test-time augmentation (4x slower).")] = False,
     keep: Annotated[str | None, typer.Option(help="largest | all: connected components to keep.")] = None,
     min_area: Annotated[int | None, typer.Option(help="With --keep all: smallest component kept (px).")] = None,
-    fill_holes: Annotated[bool | None, typer.Option("--fill-holes/--no-fill-holes")] = None,
+    fill_holes: Annotated[bool | None, typer.Option("--fill-holes/--no-fill-holes",
+                                                    help="Fill holes in the lesion (default: the model's).")] = None,
     blur: Annotated[float | None, typer.Option(help="Gaussian sigma (px) on the probability before "
                                                     "thresholding; 0 = off.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs whose outputs are complete.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Finish the run in -o: skip inputs whose outputs the "
+                                         "same model and options completed.")] = False,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Add to a non-empty -o folder.")] = False,
     shard: Annotated[str | None, typer.Option(help="K/N: process the K-th of N slices of the inputs.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     overlay_max: Annotated[int, typer.Option(help="Long side of overlay JPEGs in px (0 = full size).")] = 2048,
@@ -106,7 +164,8 @@ def infer(
     graph_opt: Annotated[str, typer.Option(help="ONNX Runtime graph optimisation: disable | basic | extended | "
                                                 "all.")] = "all",
     config: Annotated[Path | None, typer.Option(help="Seed-style config: inputs and options from its "
-                                                     "[infer] and [mask] sections; flags win.")] = None,
+                                                     "\\[infer] and \\[mask] sections, the model trained from it; "
+                                                     "flags win.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
 ) -> None:
     """Segment lesions in images: writes masks/, overlays/, results.csv and run.json.
@@ -118,8 +177,10 @@ def infer(
     from skinseg import ui
     from skinseg.inference.infer import InferRun, parse_shard, plan_jobs
     from skinseg.inference.segmenter import Segmenter
+    from skinseg.models import choose_model
     from skinseg.shared.dataset import collect_images
     from skinseg.shared.errors import SkinsegError
+    from skinseg.shared.runfolder import output_folder
 
     post: dict[str, Any] = {"keep": keep, "min_area": min_area, "fill_holes": fill_holes, "blur": blur}
     if config is not None:
@@ -128,161 +189,114 @@ def infer(
         defaults = infer_defaults(config)
         inputs = inputs or defaults["inputs"]
         output = output or defaults["output"]
-        for k in ("blur", "threshold"):
-            if defaults.get(k) is not None:
-                if k == "threshold" and threshold is None:
-                    threshold = defaults[k]
-                elif k == "blur" and blur is None:
-                    post["blur"] = defaults[k]
+        threshold = defaults["threshold"] if threshold is None else threshold
+        post["blur"] = defaults["blur"] if blur is None else blur
     if not inputs:
         raise SkinsegError("no inputs: give image files, folders or globs (skinseg infer --help)")
-    output = output or Path("skinseg-out")
+    engine_options(overlap, batch, overlay_max)
     shard_kn = parse_shard(shard)
-    images, missing = collect_images(inputs, recursive)
+    tile_hw, scale_px = parse_tile(tile), parse_scale(scale)
+    model_path = choose_model(model, config, provider)
+    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)
+    images, missing = collect_images(inputs, recursive, exclude=[out])
     if not images:
         raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
     jobs = plan_jobs(images, shard_kn)
-    seg = Segmenter(model, provider, tile=tile, scale=scale, overlap=overlap, batch=batch, tta=tta,
+    seg = Segmenter(model_path, provider, tile=tile_hw, scale=scale_px, overlap=overlap, batch=batch, tta=tta,
                     threshold=threshold, post=post, threads=threads, graph_opt=graph_opt)
     if not quiet:
         d = seg.describe()
-        ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {output}")
-        ui.info(f"  model {d['model']} ({d['spec']['input']}, tile {d['tile']}, scale {d['scale']})")
+        ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")
+        ui.info(f"  model {ui.escape(d['model'])} ({d['spec']['input']}, tile {d['tile']}, scale {d['scale']})")
         ui.info(f"  providers {', '.join(seg.providers)}" + ("  (auto)" if provider == "auto" else ""))
-    run = InferRun(seg, output, shard=shard_kn, resume=resume, overlay_max=overlay_max,
+    run = InferRun(seg, out, shard=shard_kn, resume=resume, overlay_max=overlay_max,
                    options={"inputs": list(map(str, inputs)), "recursive": recursive, "provider": provider,
                             "threshold": threshold, "scale": scale, "tile": tile})
     with ui.ImageTileProgress(quiet) as bar:
         summary = run.run(jobs, [(m.split(":")[0], m) for m in missing], bar)
-    failed = summary.failed
+    if summary.interrupted:
+        ui.warn(f"interrupted: {len(summary.rows)} of {len(jobs)} images done, written to {run.results_path}; "
+                f"finish with: {run.resume_command()}")
+        raise typer.Exit(130)
     if not quiet:
-        _infer_table(summary, run)
-    raise typer.Exit(1 if failed else 0)
-
-
-def _infer_table(summary: Any, run: Any) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from skinseg import ui
-
-    ok = [r for r in summary.rows if r["status"] == "ok"]
-    table = Table(title="skinseg infer", show_lines=False)
-    for col in ("image", "size", "lesion %", "components", "status"):
-        table.add_column(col)
-    for r in summary.rows[:15]:
-        size = f"{r['width']}x{r['height']}" if r["width"] else ""
-        frac = f"{float(r['lesion_fraction']) * 100:.1f}" if r["lesion_fraction"] not in ("", None) else ""
-        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{escape(r['error'][:60])}[/]"
-        table.add_row(Path(r["file"]).name, size, frac, str(r["components"]), status)
-    if len(summary.rows) > 15:
-        table.caption = f"... {len(summary.rows) - 15} more in {run.results_path}"
-    ui.out.print(table)
-    rate = len(ok) / summary.seconds if summary.seconds else 0
-    ui.out.print(f"[bold]{len(ok)}[/] ok, [bold]{len(summary.failed)}[/] failed, {summary.skipped} resumed, "
-                 f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
-    ui.out.print(f"masks    {run.out / 'masks'}\noverlays {run.out / 'overlays'}\n"
-                 f"results  {run.results_path}\nrun      {run.run_json}")
+        run.table(summary)
+    raise typer.Exit(1 if summary.failed else 0)
 
 
 @app.command("eval")
 @command
 def eval_(
-    config: Annotated[Path | None, typer.Argument(help="Seed-style config: scores its [test] split.")] = None,
-    model: Annotated[list[Path] | None, typer.Option("--model", "-m", help="ONNX model; repeat to compare "
-                                                     "(default: the shipped model).")] = None,
-    images: Annotated[Path | None, typer.Option(help="Test images folder.")] = None,
-    masks: Annotated[Path | None, typer.Option(help="Test masks folder (default: beside images).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("skinseg-eval"),
+    config: Annotated[Path | None, typer.Argument(help="Seed-style config: scores its \\[test] split with the "
+                                                       "model trained from it.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="ONNX model, run folder, or fp32 / "
+                                                    "int8 for a shipped one; repeat to compare.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Test images folder (or a split folder with images/ and "
+                                                     "masks/).")] = None,
+    masks: Annotated[Path | None, typer.Option(help="Test masks folder (default: masks/ beside images/, "
+                                                    "else the images folder).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (default: a fresh "
+                                                "runs/eval/run-N).")] = None,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Write into a non-empty -o folder.")] = False,
     provider: ProviderOpt = "auto",
     scale: Annotated[str | None, typer.Option(help="Working scale override (px or native).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Threshold override.")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Flip test-time augmentation.")] = False,
     keep: Annotated[str | None, typer.Option(help="largest | all.")] = None,
-    fill_holes: Annotated[bool | None, typer.Option("--fill-holes/--no-fill-holes")] = None,
+    fill_holes: Annotated[bool | None, typer.Option("--fill-holes/--no-fill-holes",
+                                                    help="Fill holes (default: the model's).")] = None,
     save_masks: Annotated[bool, typer.Option("--save-masks", help="Write predicted masks.")] = False,
     worst: Annotated[int, typer.Option(help="Images in the worst.png gallery.")] = 12,
     batch: Annotated[int, typer.Option(help="Tiles per session run (0 = auto from tile size and device).")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
 ) -> None:
     """Score models on a test split with ISIC metrics at the masks' resolution.
 
     Writes metrics.csv, summary.json, worst.png, jaccard_hist.png and threshold_sweep.png.
 
     [dim]Examples:[/]
-      skinseg eval config.ini --model model.onnx
+      skinseg eval config.ini
       skinseg eval --images test/images --masks test/masks --model fp32.onnx --model int8.onnx
     """
-    from datetime import UTC, datetime
-
-    from rich.table import Table
-
     from skinseg import ui
-    from skinseg.evaluation.evaluate import evaluate_model, model_labels, pairs_for, write_reports
+    from skinseg.evaluation.evaluate import EvalRun, pairs_for
     from skinseg.inference.segmenter import Segmenter
-    from skinseg.shared import atomic
-    from skinseg.shared.dataset import find_pairs
+    from skinseg.models import choose_model
+    from skinseg.shared.dataset import config_split, locate_split
     from skinseg.shared.errors import SkinsegError
+    from skinseg.shared.runfolder import output_folder
 
     if images is None and config is not None:
         from skinseg.shared.config import load_config
 
-        cfg = load_config(config, ui.warn)
-        if not cfg.test.image_datapath:
+        dirs = config_split(load_config(config, ui.warn), "test")
+        if dirs is None:
             raise SkinsegError(f"{config}: [test] image_datapath is not set; or pass --images and --masks")
-        images, masks = cfg.test.image_datapath, cfg.test.mask_datapath or cfg.test.image_datapath
-    if images is None:
+    elif images is None:
         raise SkinsegError("no test data: give a config with a [test] section, or --images DIR --masks DIR")
-    if not Path(images).is_dir():
-        raise SkinsegError(f"--images {images}: no such folder")
-    if masks is None:
-        images, masks = find_pairs(Path(images))
-    elif not Path(masks).is_dir():
-        raise SkinsegError(f"--masks {masks}: no such folder")
-    pairs, problems = pairs_for(Path(images), Path(masks))
+    else:
+        for flag, folder in (("--images", images), ("--masks", masks)):
+            if folder is not None and not Path(folder).is_dir():
+                raise SkinsegError(f"{flag} {folder}: no such folder")
+        dirs = locate_split(images, masks)
+    pairs, problems = pairs_for(dirs.images, dirs.masks)
     if not pairs:
-        raise SkinsegError(f"no image/mask pairs in {images} and {masks} (masks named <id>_segmentation.png?)")
+        raise SkinsegError(f"no image/mask pairs in {dirs.images} and {dirs.masks} (masks named "
+                           "<id>_segmentation.png?)")
+    engine_options(0.5, batch)
+    scale_px = parse_scale(scale)
+    paths = [choose_model(m, None, provider) for m in model] if model else [choose_model(None, config, provider)]
     post = {"keep": keep, "fill_holes": fill_holes}
-    segs = [Segmenter(m, provider, scale=scale, threshold=threshold, tta=tta, post=post, batch=batch)
-            for m in (model or [None])]
-    labels = model_labels([s.model_path for s in segs])
-    atomic.ensure_writable_dir(output)
-    mask_dir = None
-    results = []
+    segs = [Segmenter(m, provider, scale=scale_px, threshold=threshold, tta=tta, post=post, batch=batch)
+            for m in paths]
+    out = output_folder(output, "eval", exist_ok=exist_ok)
+    run = EvalRun(segs, out, save_masks, worst)
     with ui.progress(disable=quiet) as bar:
-        for seg, label in zip(segs, labels, strict=True):
-            if save_masks:
-                mask_dir = atomic.ensure_writable_dir(output / "masks" / label.replace("/", "_"))
-            task = bar.add_task(f"eval {label}", total=len(pairs))
-            results.append(evaluate_model(seg, label, pairs, mask_dir, worst, lambda t=task: bar.advance(t)))
-    meta = {"images": str(images), "masks": str(masks), "pairs": len(pairs),
-            "unscored_inputs": [{"file": f, "reason": r} for f, r in problems],
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "engine": {label: s.describe() for s, label in zip(segs, labels, strict=True)}}
-    write_reports(results, output, meta)
+        results = run.run(dirs, pairs, problems, bar)
     if not quiet:
-        table = Table(title=f"skinseg eval: {len(pairs)} pairs from {images}")
-        table.add_column("metric")
-        for label in labels:
-            table.add_column(label, justify="right")
-        def cell(r, key):
-            v = r.summary.get(key)
-            return f"{v['mean']:.4f}" if isinstance(v, dict) else ("" if v is None else f"{v:.4f}")
-        for key, name in (("jaccard", "mean Jaccard"), ("thresholded_jaccard", "thresholded Jaccard (ISIC 2018)"),
-                          ("dice", "Dice"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
-                          ("specificity", "specificity"), ("hd95", "HD95 px"), ("pooled_jaccard", "pooled Jaccard"),
-                          ("failure_rate", "failures (J < 0.65)")):
-            table.add_row(name, *[cell(r, key) for r in results])
-        table.add_row("median Jaccard", *[f"{r.summary['jaccard']['median']:.4f}" if "jaccard" in r.summary else ""
-                                          for r in results])
-        table.add_row("best threshold", *[
-            f"{r.summary['best_threshold']['threshold']:.2f} ({r.summary['best_threshold']['mean_jaccard']:.4f})"
-            if "best_threshold" in r.summary else "" for r in results])
-        table.add_row("scored / errors", *[f"{len(r.ok)} / {r.summary['errors']}" for r in results])
-        ui.out.print(table)
-        for f, why in problems[:10]:
-            ui.warn(f"not scored: {f}: {why}")
-        ui.out.print(f"reports in {output}: metrics.csv summary.json worst.png jaccard_hist.png threshold_sweep.png")
+        run.table(results, f"skinseg eval: {len(pairs)} pairs from {dirs.images}")
+        ui.out.print(f"reports in {ui.escape(str(out))}: metrics.csv summary.json worst.png jaccard_hist.png "
+                     "threshold_sweep.png")
+    run.report_problems(results, problems)
     failed = problems or any(r.summary["errors"] for r in results)
     raise typer.Exit(1 if failed else 0)
 
@@ -298,15 +312,14 @@ def bench(
     batch: Annotated[int, typer.Option(help="Tiles per session run (0 = auto from tile size and device).")] = 0,
     image: Annotated[Path | None, typer.Option(help="Image to time (default: synthetic).")] = None,
     size: Annotated[str, typer.Option(help="Synthetic image WxH.")] = "4288x2848",
-    scale: Annotated[str, typer.Option(help="Working scale (px or native).")] = "native",
+    scale: Annotated[str | None, typer.Option(help="Working scale (px or native; default: the model's, as "
+                                                   "infer uses).")] = None,
     tile: Annotated[str | None, typer.Option(help="Tile N or HxW (dynamic-size models).")] = None,
     overlap: Annotated[float, typer.Option(help="Tile overlap fraction.")] = 0.5,
     repeat: Annotated[int, typer.Option(help="Timed repetitions (median reported).")] = 3,
     threads: Annotated[int, typer.Option(help="Intra-op threads (0 = all cores).")] = 0,
 ) -> None:
-    """Time the engine: per-tile latency, megapixels/s, and overhead against bare session.run."""
-    from rich.table import Table
-
+    """Time the engine as infer runs it: per-tile latency, megapixels/s, overhead against bare session.run."""
     from skinseg import ui
     from skinseg.inference.bench import run_bench
     from skinseg.inference.segmenter import Segmenter
@@ -316,15 +329,15 @@ def bench(
         w, h = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise SkinsegError(f"--size {size!r}: expected WxH, e.g. 4288x2848") from None
-    seg = Segmenter(model, provider, tile=tile, scale=scale, overlap=overlap, batch=batch, threads=threads)
+    engine_options(overlap, batch)
+    from skinseg.models import choose_model
+
+    seg = Segmenter(choose_model(model, None, provider), provider, tile=parse_tile(tile), scale=parse_scale(scale),
+                    overlap=overlap, batch=batch, threads=threads)
     with ui.console.status("benchmarking..."):
         res = run_bench(seg, str(image) if image else None, (h, w), repeat)
-    table = Table(title=f"skinseg bench: {seg.model_path.name}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for k, v in res.items():
-        table.add_row(k, str(v))
-    ui.out.print(table)
+    ui.table(f"skinseg bench: {seg.model_path.name} at working scale {seg.scale or 'native'}", ["measure", "value"],
+             [[k, v] for k, v in res.items()], right=(1,))
 
 
 @app.command()
@@ -363,44 +376,47 @@ def init_config(
 ) -> None:
     """Write a commented config template with every key and its default."""
     from skinseg import ui
-    from skinseg.shared import atomic
+    from skinseg.shared import files
     from skinseg.shared.config import template
     from skinseg.shared.errors import SkinsegError
 
     if path.exists() and not force:
         raise SkinsegError(f"{path} exists; use --force to overwrite it")
-    atomic.write_text(path, template())
-    ui.out.print(f"wrote {path}; edit [train] image_datapath / mask_datapath, then: skinseg train {path}")
+    files.write_text(path, template())
+    ui.out.print(f"wrote {path}; edit \\[train] image_datapath / mask_datapath, then: skinseg train {path}")
 
 
 @app.command("check-data")
 @command
 def check_data(
-    root: Annotated[Path, typer.Argument(help="Dataset folder: train|valid|test/images|masks, or one folder.")],
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    root: Annotated[Path, typer.Argument(help="Dataset folder (train|valid|test/images|masks, or one folder), or "
+                                              "a config: checks the splits it names.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
 ) -> None:
     """Check a dataset: pairs, unreadable files, size mismatches, non-binary or empty masks, leaks."""
     from rich.markup import escape
-    from rich.table import Table
 
     from skinseg import ui
-    from skinseg.shared.checkdata import check_split, discover, duplicate_ids
+    from skinseg.shared.checkdata import check_split, config_splits, discover, duplicate_ids
     from skinseg.shared.errors import SkinsegError
 
-    if not root.is_dir():
-        raise SkinsegError(f"{root}: no such folder")
+    if root.is_file():
+        from skinseg.shared.config import load_config
+
+        splits = config_splits(load_config(root, ui.warn))
+        if not splits:
+            raise SkinsegError(f"{root}: names no data; set [train] image_datapath (and [eval], [test])")
+    elif root.is_dir():
+        splits = discover(root)
+    else:
+        raise SkinsegError(f"{root}: no such folder or config file")
     reports = []
     with ui.progress(transient=True, disable=quiet) as bar:
-        for name, images, masks in discover(root):
+        for name, dirs in splits:
             task = bar.add_task(f"checking {name}", total=None)
-            reports.append(check_split(name, images, masks, on_item=lambda t=task: bar.advance(t)))
-    table = Table(title=f"skinseg check-data: {root}")
-    for col in ("split", "pairs ok", "unusable", "notes", "images", "masks"):
-        table.add_column(col)
-    for r in reports:
-        table.add_row(r.name, str(r.usable), str(len(r.problems)), str(len(r.notes)), str(r.images_dir),
-                      str(r.masks_dir))
-    ui.out.print(table)
+            reports.append(check_split(name, dirs.images, dirs.masks, on_item=lambda t=task: bar.advance(t)))
+    ui.table(f"skinseg check-data: {root}", ["split", "pairs ok", "unusable", "notes", "images", "masks"],
+             [[r.name, r.usable, len(r.problems), len(r.notes), r.images_dir, r.masks_dir] for r in reports])
     for r in reports:
         for file, why in r.problems:
             ui.out.print(f"[red]unusable[/] {r.name}: {escape(file)}: {escape(why)}", soft_wrap=True)
@@ -408,7 +424,7 @@ def check_data(
             ui.out.print(f"[yellow]note[/] {r.name}: {escape(file)}: {escape(why)}", soft_wrap=True)
     leaks = duplicate_ids(reports)
     for key, where in leaks:
-        ui.out.print(f"[red]duplicate id[/] {key} in {', '.join(where)}")
+        ui.out.print(f"[red]duplicate id[/] {escape(key)} in {', '.join(where)}")
     usable = sum(r.usable for r in reports)
     bad = sum(len(r.problems) for r in reports) + len(leaks)
     if usable == 0:
@@ -424,7 +440,7 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue a run folder from last.keras.")] = None,
     preview_augmentations: Annotated[int, typer.Option("--preview-augmentations",
                                                        help="Write a grid of N augmented pairs and exit.")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="Override [train] epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override \\[train] epochs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Train DeepLabV3+ from a seed-style INI config; writes runs/train/<name>/.
@@ -450,10 +466,11 @@ def export(
     calibration: Annotated[Path | None, typer.Option(help="Images for INT8 calibration "
                                                           "(default: the run's training images).")] = None,
     valid: Annotated[Path | None, typer.Option(help="Validation split for Jaccard checks "
-                                                    "(default: the run's [eval] data).")] = None,
+                                                    "(default: the run's \\[eval] data).")] = None,
     max_drop: Annotated[float, typer.Option(help="Largest INT8 validation Jaccard loss, in points.")] = 0.5,
     force: Annotated[bool, typer.Option("--force", help="Keep an INT8 model that exceeds --max-drop.")] = False,
-    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim.")] = True,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim "
+                                           "(pip install onnxslim).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Export a trained model to a verified, self-describing ONNX file (and FP16/INT8 variants).
@@ -462,7 +479,7 @@ def export(
       skinseg export runs/train/isic-mnv2 --opset 17
       skinseg export runs/train/isic-mnv2/best.keras --int8 --calibration dataset/train/images -o edge/model-int8.onnx
     """
-    from skinseg.export import export as run_export
+    from skinseg.training.export import export as run_export
 
     run_export(source, opset, output, fp16, int8, calibration, valid, max_drop, force, simplify, quiet=quiet)
 

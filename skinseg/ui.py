@@ -69,3 +69,18 @@ class ImageTileProgress:
 
     def done(self, ok: bool) -> None:
         self.bar.advance(self.images, 1)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]], caption: str | None = None,
+          right: tuple[int, ...] = ()) -> None:
+    """Print a table; plain string cells are shown literally (file names may hold [brackets]), rich
+    Text cells keep their style."""
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=escape(title), caption=escape(caption) if caption else None)
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="right" if i in right else "left")
+    for r in rows:
+        t.add_row(*[c if isinstance(c, Text) else Text(str(c)) for c in r])
+    out.print(t)

@@ -3,19 +3,20 @@ truth at the masks' own resolution, and write metrics.csv, summary.json and pict
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from skinseg import ui
 from skinseg.evaluation.metrics import FAIL_BELOW, METRICS, aggregate, scores
 from skinseg.inference.postprocess import postprocess
 from skinseg.inference.segmenter import Segmenter
-from skinseg.shared import atomic
-from skinseg.shared.dataset import split_folder
+from skinseg.shared import files
+from skinseg.shared.dataset import split_pairs
 from skinseg.shared.errors import InputError
 from skinseg.shared.images import binarize, encode, read_mask
 
@@ -46,7 +47,7 @@ def model_labels(paths: list[Path]) -> list[str]:
 def _preview(rgb: np.ndarray, truth: np.ndarray, pred: np.ndarray, long_side: int = 320) -> tuple:
     import cv2
 
-    from skinseg.inference.render import fit
+    from skinseg.shared.render import fit
 
     small = fit(rgb, long_side, upscale=True)
     size = (small.shape[1], small.shape[0])
@@ -88,7 +89,7 @@ def evaluate_model(seg: Segmenter, label: str, pairs: list[tuple[Path, Path]], s
             res.worst.sort(key=lambda w: w[0])
             del res.worst[worst_n:]
         if save_masks is not None:
-            atomic.write_bytes(save_masks / f"{image_path.stem}.png", encode(".png", pred.mask))
+            files.write_bytes(save_masks / f"{image_path.stem}.png", encode(".png", pred.mask))
         if on_item:
             on_item()
     res.summary = aggregate(res.ok)
@@ -104,24 +105,19 @@ def evaluate_model(seg: Segmenter, label: str, pairs: list[tuple[Path, Path]], s
 
 def write_reports(results: list[ModelResult], out: Path, meta: dict[str, Any]) -> None:
     """metrics.csv, summary.json, worst.png, jaccard_hist.png, threshold_sweep.png."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    for r in results:
-        w.writerows(r.rows)
-    atomic.write_text(out / "metrics.csv", buf.getvalue())
-    atomic.write_json(out / "summary.json", meta | {"models": {r.label: {"path": str(r.path), **r.summary}
+    files.write_csv(out / "metrics.csv", COLUMNS, (row for r in results for row in r.rows))
+    files.write_json(out / "summary.json", meta | {"models": {r.label: {"path": str(r.path), **r.summary}
                                                                for r in results}})
     for i, r in enumerate(results):
         if r.worst:
             name = "worst.png" if i == 0 else f"worst-{r.label.replace('/', '_')}.png"
-            atomic.write_bytes(out / name, encode(".png", worst_gallery(r)))
+            files.write_bytes(out / name, encode(".png", worst_gallery(r)))
     if any(r.ok for r in results):
         plots(results, out)
 
 
 def worst_gallery(r: ModelResult) -> np.ndarray:
-    from skinseg.inference.render import LESION, grid, overlay
+    from skinseg.shared.render import LESION, grid, overlay
 
     cells = [overlay(rgb, pred, LESION, alpha=0.0, truth=truth) for _, _, rgb, truth, pred in r.worst]
     labels = [f"{p.stem} J={j:.2f}" for j, p, *_ in r.worst]
@@ -164,12 +160,72 @@ def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())
+    files.write_bytes(path, buf.getvalue())
 
 
 def pairs_for(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """Pairs to score, and (file, reason) for inputs that cannot be scored (reported, not fatal)."""
-    p = split_folder(images, masks)
+    """Pairs to score, and (file, reason) for every input that cannot be scored (reported, not fatal)."""
+    p = split_pairs(images, masks)
     problems = [(str(i), "no matching mask") for i in p.images_without_mask]
+    problems += [(str(m), "mask without an image") for m in p.masks_without_image]
     problems += [(k, "several masks for one image id") for k in p.duplicate_ids]
     return p.pairs, problems
+
+
+METRIC_ROWS = (("jaccard", "mean Jaccard"), ("thresholded_jaccard", "thresholded Jaccard (ISIC 2018)"),
+               ("dice", "Dice"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
+               ("specificity", "specificity"), ("hd95", "HD95 px"), ("pooled_jaccard", "pooled Jaccard"),
+               ("failure_rate", "failures (J < 0.65)"))
+
+
+class EvalRun:
+    """`skinseg eval`: every model over the same pairs through the engine infer uses, then reports."""
+
+    def __init__(self, segs: list[Segmenter], output: Path, save_masks: bool = False, worst: int = 12) -> None:
+        self.segs, self.out, self.save_masks, self.worst = segs, Path(output), save_masks, worst
+        self.labels = model_labels([s.model_path for s in segs])
+
+    def run(self, dirs: Any, pairs: list[tuple[Path, Path]], problems: list[tuple[str, str]],
+            progress: Any = None) -> list[ModelResult]:
+        files.ensure_writable_dir(self.out)
+        results = []
+        for seg, label in zip(self.segs, self.labels, strict=True):
+            mask_dir = files.ensure_writable_dir(self.out / "masks" / label.replace("/", "_")) if self.save_masks \
+                else None
+            task = progress.add_task(f"eval {label}", total=len(pairs)) if progress else None
+            advance = (lambda t=task: progress.advance(t)) if progress else None
+            results.append(evaluate_model(seg, label, pairs, mask_dir, self.worst, advance))
+        meta = {"images": str(dirs.images), "masks": str(dirs.masks), "pairs": len(pairs),
+                "unscored_inputs": [{"file": f, "reason": r} for f, r in problems],
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "engine": {label: s.describe() for s, label in zip(self.segs, self.labels, strict=True)}}
+        write_reports(results, self.out, meta)
+        return results
+
+    def table(self, results: list[ModelResult], title: str) -> None:
+        def cell(r: ModelResult, key: str) -> str:
+            v = r.summary.get(key)
+            return f"{v['mean']:.4f}" if isinstance(v, dict) else ("" if v is None else f"{v:.4f}")
+
+        rows = [[name, *[cell(r, key) for r in results]] for key, name in METRIC_ROWS]
+        rows.append(["median Jaccard", *[f"{r.summary['jaccard']['median']:.4f}" if "jaccard" in r.summary else ""
+                                         for r in results]])
+        rows.append(["best threshold", *[
+            f"{r.summary['best_threshold']['threshold']:.2f} ({r.summary['best_threshold']['mean_jaccard']:.4f})"
+            if "best_threshold" in r.summary else "" for r in results]])
+        rows.append(["scored / errors", *[f"{len(r.ok)} / {r.summary['errors']}" for r in results]])
+        ui.table(title, ["metric", *self.labels], rows, right=tuple(range(1, len(results) + 1)),
+                 caption="models: " + ", ".join(f"{lab} = {s.model_path}" for lab, s in
+                                                 zip(self.labels, self.segs, strict=True)))
+
+    @staticmethod
+    def report_problems(results: list[ModelResult], problems: list[tuple[str, str]]) -> None:
+        """Name on screen every input that was not scored (not only in metrics.csv)."""
+        for f, why in problems:
+            ui.warn(f"not scored: {f}: {why}")
+        seen: set[str] = set()
+        for r in results:
+            for row in r.rows:
+                if row["status"] != "ok" and row["file"] not in seen:
+                    seen.add(row["file"])
+                    ui.warn(f"not scored: {row['file']}: {row['error']}")

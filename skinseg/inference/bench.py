@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from skinseg.inference.adapter import ModelAdapter
 from skinseg.inference.segmenter import Segmenter
-from skinseg.inference.tiling import pad_to_tile, tile_grid
+from skinseg.inference.tiling import tile_batches
 from skinseg.shared.images import LoadedImage, load_image
 from skinseg.shared.synthetic import synth_pair
 
@@ -33,22 +34,30 @@ def peak_rss_mb() -> float:
 
 def bare_inputs(seg: Segmenter, loaded: LoadedImage) -> list[np.ndarray]:
     """The exact model inputs the engine feeds for this image, prepared ahead (for the bare timing)."""
-    th, tw = seg.tile
-    work = pad_to_tile(seg.to_working(loaded), th, tw)
-    grid = tile_grid(work.shape[0], work.shape[1], th, tw, seg.overlap)
-    batches = []
-    for i in range(0, len(grid), seg.batch):
-        tiles = np.stack([work[y : y + th, x : x + tw] for y, x in grid[i : i + seg.batch]])
-        batches.append(np.ascontiguousarray(seg.to_model_input(tiles)))
-    return batches
+    work = seg.to_working(loaded)
+    return [np.ascontiguousarray(seg.adapter.to_model_input(tiles))
+            for tiles, _ in tile_batches(work, seg.tile, seg.overlap, seg.batch)]
+
+
+def tile_latency_ms(adapter: ModelAdapter, runs: int = 20) -> float:
+    """Median milliseconds of one single-tile session run (after warm-up)."""
+    x = adapter.to_model_input(np.random.default_rng(0).integers(0, 256, (1, *adapter.tile, 3), dtype=np.uint8))
+    for _ in range(3):
+        adapter.run(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        adapter.run(x)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
 
 
 def _write_synthetic(path: str, size: tuple[int, int]) -> None:
-    from skinseg.shared import atomic
+    from skinseg.shared import files
     from skinseg.shared.images import encode
 
     rgb, _ = synth_pair(size[0], size[1], rng=1)
-    atomic.write_bytes(path, encode(".jpg", rgb, 95))
+    files.write_bytes(path, encode(".jpg", rgb, 95))
 
 
 def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = (2848, 4288),
@@ -67,7 +76,7 @@ def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = 
             proc.join()
         loaded = load_image(image, seg.scale)
     rss_before = peak_rss_mb()
-    seg.predict_tiles(np.zeros((seg.batch, *seg.tile, 3), np.uint8))  # warm-up at the batch shape used
+    seg.adapter(np.zeros((seg.batch, *seg.tile, 3), np.uint8))  # warm-up at the batch shape used
     engine = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -81,7 +90,7 @@ def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = 
     for _ in range(repeat):
         t = time.perf_counter()
         for b in batches:
-            seg._run(b)
+            seg.adapter.run(b)
         bare.append(time.perf_counter() - t)
     e, b = statistics.median(engine), statistics.median(bare)
     mp = loaded.height * loaded.width / 1e6

@@ -1,14 +1,19 @@
 """`skinseg infer`: run the engine over many images, writing masks, overlays, results and provenance.
 
 Decoding of the next image and writing of the previous one happen in background threads while the
-model runs; every file is written atomically; `resume` skips inputs whose outputs are complete.
+model runs; every file is written atomically; `resume` finishes only what the same model and options
+started; one lock per output folder (and shard) keeps two runs from mixing their outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
+import fcntl
+import hashlib
+import json
 import platform
+import shlex
 import sys
 import time
 from collections import deque
@@ -21,16 +26,35 @@ from typing import Any
 import cv2
 import numpy as np
 
-from skinseg import __version__
+from skinseg import __version__, ui
 from skinseg.inference.postprocess import mask_stats
-from skinseg.inference.render import overlay
 from skinseg.inference.segmenter import Segmenter
-from skinseg.shared import atomic
+from skinseg.shared import files
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.images import binarize, encode, read_mask
+from skinseg.shared.render import overlay
 
 COLUMNS = ["file", "status", "width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components",
            "tiles", "seconds", "mask", "overlay", "error"]
+MAX_STEM_BYTES = 180  # output names stay far below the 255-byte file-name limit, temporary suffixes included
+# What must match for --resume to keep an earlier output (the rest, e.g. threads, changes no pixel).
+FINGERPRINT_KEYS = ("sha256", "tile", "scale", "resize", "overlap", "tta", "postprocess")
+
+
+def shown(path: Path | str) -> str:
+    """A path as text for results.csv and messages: names that are not valid UTF-8 keep their bytes as
+    \\x escapes instead of failing the CSV."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def safe_stem(stem: str) -> str:
+    """An output stem that is valid UTF-8 and short enough for any file system (hash-suffixed if cut)."""
+    clean = "".join("_" if "\udc80" <= ch <= "\udcff" else ch for ch in stem) or "image"
+    raw = clean.encode("utf-8")
+    if len(raw) <= MAX_STEM_BYTES:
+        return clean
+    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore") + "-" + digest
 
 
 @dataclass
@@ -38,7 +62,7 @@ class Job:
     """One input image and where its outputs go."""
 
     path: Path
-    name: str  # output stem, unique within the run
+    name: str  # output stem, unique within the run (case-insensitively)
 
     def mask_path(self, out: Path) -> Path:
         return out / "masks" / f"{self.name}.png"
@@ -52,6 +76,7 @@ class RunSummary:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
     seconds: float = 0.0
+    interrupted: bool = False
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -72,17 +97,22 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 
 def plan_jobs(images: list[Path], shard: tuple[int, int] | None = None) -> list[Job]:
-    """Output names from input stems only (unique: a repeated stem gets ~2, ~3...), then the shard.
+    """Output names from input stems only, unique case-insensitively whatever the inputs are called
+    (a repeated stem gets ~2, ~3..., skipping names another input already has), then the shard.
 
     Names are assigned before sharding, so every machine of a sharded run agrees on them.
     """
-    seen: dict[str, int] = {}
+    stems = [safe_stem(p.stem) for p in images]
+    taken = {s.lower() for s in stems}
+    used: set[str] = set()
     jobs = []
-    for p in images:
-        stem = p.stem or "image"
-        key = stem.lower()
-        seen[key] = seen.get(key, 0) + 1
-        jobs.append(Job(p, stem if seen[key] == 1 else f"{stem}~{seen[key]}"))
+    for p, stem in zip(images, stems, strict=True):
+        name, i = stem, 1
+        while name.lower() in used or (i > 1 and name.lower() in taken):
+            i += 1
+            name = f"{stem}~{i}"
+        used.add(name.lower())
+        jobs.append(Job(p, name))
     if shard:
         k, n = shard
         jobs = [j for i, j in enumerate(jobs) if i % n == k - 1]
@@ -90,14 +120,19 @@ def plan_jobs(images: list[Path], shard: tuple[int, int] | None = None) -> list[
 
 
 def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows of an earlier results file, keyed by file; a torn last line (killed run) is dropped."""
+    """Rows of an earlier results file, keyed by file; a torn last line (killed run) is dropped, a
+    damaged file is ignored with a warning (its images are checked or redone)."""
     if not path.is_file():
         return {}
     rows = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("file") and row.get("status") and None not in row and row.get("error") is not None:
-                rows[row["file"]] = row
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("file") and row.get("status") and None not in row and row.get("error") is not None:
+                    rows[row["file"]] = row
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        ui.warn(f"{path}: damaged ({type(exc).__name__}); rebuilding it from the outputs")
+        return {}
     return rows
 
 
@@ -113,6 +148,8 @@ class InferRun:
 
     def __init__(self, seg: Segmenter, output: Path, *, shard: tuple[int, int] | None = None,
                  resume: bool = False, overlay_max: int = 2048, options: dict[str, Any] | None = None):
+        if overlay_max < 0:
+            raise SkinsegError(f"overlay_max {overlay_max}: must be 0 (full size) or a long side in px")
         self.seg, self.out, self.resume = seg, Path(output), resume
         self.shard, self.overlay_max = shard, overlay_max
         self.options = options or {}
@@ -120,11 +157,12 @@ class InferRun:
         self.results_path = self.out / f"results{suffix}.csv"
         self.journal_path = self.out / f".results{suffix}.partial.csv"
         self.run_json = self.out / f"run{suffix}.json"
+        self.lock_path = self.out / f".skinseg{suffix}.lock"
 
     # -- outputs ---------------------------------------------------------------------------------
     def _write_outputs(self, job: Job, rgb: np.ndarray, mask: np.ndarray) -> None:
         """The mask at full size; the overlay straight at its display size (never via a full-size copy)."""
-        atomic.write_bytes(job.mask_path(self.out), encode(".png", mask))
+        files.write_bytes(job.mask_path(self.out), encode(".png", mask))
         h, w = mask.shape
         s = min(1.0, self.overlay_max / max(h, w)) if self.overlay_max else 1.0
         oh, ow = max(1, round(h * s)), max(1, round(w * s))
@@ -133,11 +171,11 @@ class InferRun:
             rgb = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         if mask.shape != (oh, ow):
             mask = cv2.resize(mask.astype(np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST).astype(bool)
-        atomic.write_bytes(job.overlay_path(self.out), encode(".jpg", overlay(rgb, mask)))
+        files.write_bytes(job.overlay_path(self.out), encode(".jpg", overlay(rgb, mask)))
 
     def _row(self, job: Job, **values: Any) -> dict[str, Any]:
         row = dict.fromkeys(COLUMNS, "")
-        row.update(file=str(job.path), mask=str(job.mask_path(self.out).relative_to(self.out)),
+        row.update(file=shown(job.path), mask=str(job.mask_path(self.out).relative_to(self.out)),
                    overlay=str(job.overlay_path(self.out).relative_to(self.out)))
         row.update(values)
         return row
@@ -148,26 +186,54 @@ class InferRun:
             w = csv.DictWriter(fh, COLUMNS)
             if new:
                 w.writeheader()
-            w.writerow(row)
+            w.writerow(files.csv_safe(row))
 
     def _complete(self, job: Job) -> bool:
         return job.mask_path(self.out).is_file() and job.overlay_path(self.out).is_file()
 
-    def _resumed_row(self, job: Job, previous: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        row = previous.get(str(job.path))
+    def _resumed_row(self, job: Job, previous: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """The row of an output an earlier run completed; None when that output is damaged (redo it)."""
+        row = previous.get(shown(job.path))
         if row and row.get("status") == "ok":
             return row
-        mask = binarize(read_mask(job.mask_path(self.out)))  # outputs are complete: recompute stats
+        try:  # outputs are complete: recompute the stats
+            mask = binarize(read_mask(job.mask_path(self.out)))
+        except InputError as exc:
+            ui.warn(f"{shown(job.mask_path(self.out))}: damaged ({exc}); redoing {shown(job.path)}")
+            return None
         return self._row(job, status="ok", width=mask.shape[1], height=mask.shape[0], **mask_stats(mask),
                          seconds="", error="")
+
+    def fingerprint(self) -> dict[str, Any]:
+        d = self.seg.describe()
+        return {k: d[k] for k in FINGERPRINT_KEYS}
+
+    def _check_resumable(self) -> None:
+        """--resume keeps only what the same model and options made; anything else is refused."""
+        if not self.run_json.is_file():
+            return
+        try:
+            before = json.loads(self.run_json.read_text(encoding="utf-8")).get("fingerprint")
+        except (ValueError, UnicodeDecodeError, OSError):
+            ui.warn(f"{self.run_json}: damaged; its outputs are kept only if complete")
+            return
+        now = self.fingerprint()
+        if before is None:
+            return
+        changed = [k for k in FINGERPRINT_KEYS if before.get(k) != now.get(k)]
+        if changed:
+            what = ", ".join("model" if k == "sha256" else k for k in changed)
+            raise SkinsegError(f"--resume: the outputs in {self.out} were made with another {what}; resume with the "
+                               "same model and options, or write to a new -o folder")
 
     def _write_run_json(self, status: str, started: str, summary: RunSummary | None, total: int) -> None:
         info = {
             "status": status,
             "started": started,
             "finished": datetime.now(UTC).isoformat(timespec="seconds") if summary else None,
-            "command": sys.argv,
+            "command": [shown(a) for a in sys.argv],
             "engine": self.seg.describe(),
+            "fingerprint": self.fingerprint(),
             "options": self.options,
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "inputs": total,
@@ -176,42 +242,80 @@ class InferRun:
         if summary:
             info.update(ok=len(summary.rows) - len(summary.failed), failed=len(summary.failed),
                         skipped=summary.skipped, seconds=round(summary.seconds, 2))
-        atomic.write_json(self.run_json, info)
+        files.write_json(self.run_json, info)
+
+    def resume_command(self) -> str:
+        args = [a for a in sys.argv[1:] if a != "--resume"]
+        has_out = any(a in ("-o", "--output") or a.startswith("--output=") for a in args)
+        return shlex.join(["skinseg", *args, *([] if has_out else ["-o", str(self.out)]), "--resume"])
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """One run per output folder (and shard) at a time: a second one fails at once."""
+        fh = open(self.lock_path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise SkinsegError(f"another skinseg run is writing to {self.out}; wait for it or choose another "
+                                   "-o") from None
+            yield
+        finally:
+            fh.close()
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, jobs: list[Job], early_errors: list[tuple[str, str]] | None = None,
             progress: Any = None) -> RunSummary:
         """Process `jobs`; `early_errors` are (input, reason) pairs found while collecting inputs."""
+        for sub in ("masks", "overlays"):
+            files.ensure_writable_dir(self.out / sub)
+        with self._locked():
+            return self._run(jobs, early_errors, progress)
+
+    def _run(self, jobs: list[Job], early_errors: list[tuple[str, str]] | None, progress: Any) -> RunSummary:
         t0 = time.perf_counter()
         started = datetime.now(UTC).isoformat(timespec="seconds")
         for sub in ("masks", "overlays"):
-            atomic.ensure_writable_dir(self.out / sub)
             for stale in (self.out / sub).glob(".*.part"):  # left by a killed run: never a finished output
                 stale.unlink(missing_ok=True)
         previous = {}
         if self.resume:
+            self._check_resumable()
             previous = _read_rows(self.results_path) | _read_rows(self.journal_path)
         self.journal_path.unlink(missing_ok=True)
         self._write_run_json("running", started, None, len(jobs))
         summary = RunSummary()
         for raw, reason in early_errors or []:
-            row = dict.fromkeys(COLUMNS, "") | {"file": raw, "status": "error", "error": reason}
+            row = dict.fromkeys(COLUMNS, "") | {"file": shown(raw), "status": "error", "error": reason}
             summary.rows.append(row)
             self._journal(row)
         todo = []
         for job in jobs:
-            if self.resume and self._complete(job):
-                row = self._resumed_row(job, previous)
-                summary.rows.append(row)
-                summary.skipped += 1
-                self._journal(row)
-            else:
+            row = self._resumed_row(job, previous) if self.resume and self._complete(job) else None
+            if row is None:
                 todo.append(job)
+                continue
+            summary.rows.append(row)
+            summary.skipped += 1
+            self._journal(row)
         if progress:
             progress.start(len(jobs), summary.skipped)
+        try:
+            self._process(todo, summary, progress)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        summary.seconds = time.perf_counter() - t0
+        order = {shown(j.path): i for i, j in enumerate(jobs)}
+        summary.rows.sort(key=lambda r: order.get(r["file"], -1))
+        files.write_csv(self.results_path, COLUMNS, map(files.csv_safe, summary.rows))
+        self.journal_path.unlink(missing_ok=True)
+        self._write_run_json("interrupted" if summary.interrupted else "finished", started, summary, len(jobs))
+        return summary
+
+    def _process(self, todo: list[Job], summary: RunSummary, progress: Any) -> None:
         with ThreadPoolExecutor(1, "skinseg-read") as reader, ThreadPoolExecutor(1, "skinseg-write") as writer:
             ahead: deque[tuple[Job, Future]] = deque()
-            writes: deque[Future] = deque()
+            writes: deque[tuple[Future, dict[str, Any]]] = deque()
             queue = iter(todo)
 
             def refill() -> None:
@@ -221,57 +325,79 @@ class InferRun:
                         return
                     ahead.append((job, reader.submit(self.seg.load, job.path)))
 
-            refill()
-            while ahead:
-                job, fut = ahead.popleft()
-                refill()
-                t = time.perf_counter()
-                try:
-                    loaded = fut.result()
-                    if progress:
-                        progress.image(job.path.name, self.seg.count_tiles(loaded.height, loaded.width))
-                    pred = self.seg.predict(loaded, on_batch=progress.tiles if progress else None)
-                except InputError as exc:
-                    row = self._row(job, status="error", error=str(exc), mask="", overlay="")
-                    summary.rows.append(row)
-                    self._journal(row)
-                    if progress:
-                        progress.done(ok=False)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
-                    if isinstance(exc, SkinsegError) and exc.exit_code == 2:
-                        raise
-                    row = self._row(job, status="error", error=f"{type(exc).__name__}: {exc}"[:500],
-                                    mask="", overlay="")
-                    summary.rows.append(row)
-                    self._journal(row)
-                    if progress:
-                        progress.done(ok=False)
-                    continue
-                row = self._row(job, status="ok", width=pred.width, height=pred.height,
-                                **mask_stats(pred.mask), tiles=pred.tiles, error="")
-
-                def write(job=job, rgb=loaded.rgb, mask=pred.mask, row=row, t=t) -> None:
-                    self._write_outputs(job, rgb, mask)
-                    row["seconds"] = round(time.perf_counter() - t, 3)
-                    self._journal(row)
-
-                while len(writes) >= 2:
-                    writes.popleft().result()
-                writes.append(writer.submit(write))
+            def error_row(job: Job, message: str) -> None:
+                row = self._row(job, status="error", error=message, mask="", overlay="")
                 summary.rows.append(row)
+                self._journal(row)
                 if progress:
-                    progress.done(ok=True)
-            for w in writes:
-                w.result()
-        summary.seconds = time.perf_counter() - t0
-        order = {str(j.path): i for i, j in enumerate(jobs)}
-        summary.rows.sort(key=lambda r: order.get(r["file"], -1))
-        buf = io.StringIO()
-        writer_csv = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
-        writer_csv.writeheader()
-        writer_csv.writerows(summary.rows)
-        atomic.write_text(self.results_path, buf.getvalue())
-        self.journal_path.unlink(missing_ok=True)
-        self._write_run_json("finished", started, summary, len(jobs))
-        return summary
+                    progress.done(ok=False)
+
+            def finish_write() -> None:
+                fut, row = writes.popleft()
+                try:
+                    fut.result()
+                except InputError as exc:  # e.g. this image's output name cannot be written
+                    row.update(status="error", error=str(exc), mask="", overlay="")
+                    self._journal(row)
+
+            try:
+                refill()
+                while ahead:
+                    job, fut = ahead.popleft()
+                    refill()
+                    t = time.perf_counter()
+                    try:
+                        loaded = fut.result()
+                        if progress:
+                            progress.image(shown(job.path.name), self.seg.count_tiles(loaded.height, loaded.width))
+                        pred = self.seg.predict(loaded, on_batch=progress.tiles if progress else None)
+                    except InputError as exc:
+                        error_row(job, str(exc))
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
+                        if isinstance(exc, SkinsegError) and exc.exit_code == 2:
+                            raise
+                        error_row(job, f"{type(exc).__name__}: {exc}"[:500])
+                        continue
+                    row = self._row(job, status="ok", width=pred.width, height=pred.height,
+                                    **mask_stats(pred.mask), tiles=pred.tiles, error="")
+
+                    def write(job=job, rgb=loaded.rgb, mask=pred.mask, row=row, t=t) -> None:
+                        try:
+                            self._write_outputs(job, rgb, mask)
+                        except OSError as exc:
+                            raise InputError(f"cannot write outputs for {shown(job.path)}: "
+                                             f"{exc.strerror or exc}") from exc
+                        row["seconds"] = round(time.perf_counter() - t, 3)
+                        self._journal(row)
+
+                    while len(writes) >= 2:
+                        finish_write()
+                    writes.append((writer.submit(write), row))
+                    summary.rows.append(row)
+                    if progress:
+                        progress.done(ok=True)
+            finally:
+                for fut, _ in ahead:
+                    fut.cancel()
+                while writes:  # finished images are kept, also on Ctrl-C
+                    finish_write()
+
+    def table(self, summary: RunSummary) -> None:
+        from rich.text import Text
+
+        ok = [r for r in summary.rows if r["status"] == "ok"]
+        rows = []
+        for r in summary.rows[:15]:
+            size = f"{r['width']}x{r['height']}" if r["width"] else ""
+            frac = f"{float(r['lesion_fraction']) * 100:.1f}" if r["lesion_fraction"] not in ("", None) else ""
+            status = Text("ok", style="green") if r["status"] == "ok" else Text(r["error"][:60], style="red")
+            rows.append([Path(r["file"]).name, size, frac, r["components"], status])
+        more = f"... {len(summary.rows) - 15} more in {self.results_path}" if len(summary.rows) > 15 else None
+        ui.table("skinseg infer", ["image", "size", "lesion %", "components", "status"], rows, caption=more)
+        rate = len(ok) / summary.seconds if summary.seconds else 0
+        ui.out.print(f"[bold]{len(ok)}[/] ok, [bold]{len(summary.failed)}[/] failed, {summary.skipped} resumed, "
+                     f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
+        for label, path in (("masks", self.out / "masks"), ("overlays", self.out / "overlays"),
+                            ("results", self.results_path), ("run", self.run_json)):
+            ui.out.print(f"{label:<8} {ui.escape(shown(path))}")

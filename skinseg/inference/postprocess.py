@@ -9,8 +9,7 @@ import cv2
 import numpy as np
 
 from skinseg.shared.errors import SkinsegError
-
-KEEP_CHOICES = ("largest", "all")
+from skinseg.shared.metadata import KEEP_CHOICES, MAX_BLUR
 
 
 @dataclass
@@ -18,7 +17,7 @@ class PostProcess:
     """Post-processing options (the seed's [mask] blur / threshold, plus component handling).
 
     Attributes:
-        threshold: probability at or above which a pixel is lesion, in (0, 1).
+        threshold: probability at or above which a pixel is lesion, in (0, 1].
         blur: Gaussian smoothing of the probability before thresholding, sigma in pixels of the
             output image (0 = off). The seed's `blur = True` maps to sigma 2.
         keep: 'largest' keeps the largest connected component (one lesion per dermoscopy image);
@@ -34,12 +33,14 @@ class PostProcess:
     fill_holes: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise SkinsegError(f"threshold {self.threshold} must be between 0 and 1 (exclusive)")
+        if not 0.0 < self.threshold <= 1.0:
+            raise SkinsegError(f"threshold {self.threshold}: must be above 0 and at most 1")
         if self.keep not in KEEP_CHOICES:
             raise SkinsegError(f"keep={self.keep!r}: choose one of {', '.join(KEEP_CHOICES)}")
-        if self.blur < 0 or self.min_area < 0:
-            raise SkinsegError("blur and min_area must be >= 0")
+        if not 0 <= self.blur <= MAX_BLUR:
+            raise SkinsegError(f"blur {self.blur}: expected a Gaussian sigma from 0 to {MAX_BLUR} px")
+        if self.min_area < 0:
+            raise SkinsegError(f"min_area {self.min_area}: must be >= 0")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

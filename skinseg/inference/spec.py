@@ -7,19 +7,17 @@ override both.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from skinseg.shared.errors import SkinsegError
+from skinseg.shared.metadata import OUTPUT_KINDS, MetadataError, ModelMetadata
 
-META_PREFIX = "skinseg."
-FORMAT_VERSION = "1"
 DEFAULT_TILE = 512
 DEFAULT_THRESHOLD = 0.5
-OUTPUT_KINDS = ("probability", "logits", "softmax")
+DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 @dataclass
@@ -39,11 +37,16 @@ class ModelSpec:
     scale: int | None = None  # working scale: long side in px, None = native
     threshold: float = DEFAULT_THRESHOLD
     postprocess: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: ModelMetadata = field(default_factory=ModelMetadata)
 
     @property
     def self_describing(self) -> bool:
-        return self.metadata.get(META_PREFIX + "format") is not None
+        return self.metadata.self_describing
+
+    @property
+    def default_tile(self) -> tuple[int, int]:
+        """The graph's fixed size, else the tile the model was trained on, else DEFAULT_TILE."""
+        return self.tile or self.metadata.tile or (DEFAULT_TILE, DEFAULT_TILE)
 
     def describe(self) -> dict[str, Any]:
         tile = f"{self.tile[0]}x{self.tile[1]}" if self.tile else "dynamic"
@@ -65,20 +68,10 @@ def _shape_str(shape: list[Any]) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
 
 
-def _meta_int(meta: dict[str, str], key: str) -> int | None:
-    raw = meta.get(META_PREFIX + key)
-    if raw in (None, "", "native"):
-        return None
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise SkinsegError(f"model metadata {META_PREFIX}{key}={raw!r} is not an integer") from exc
-
-
-def read_spec(session: Any) -> ModelSpec:
+def read_spec(session: Any, where: str = "model") -> ModelSpec:
     """Build a ModelSpec from an onnxruntime.InferenceSession (graph shapes + metadata_props)."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    meta = dict(session.get_modelmeta().custom_metadata_map or {})
+    meta = ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map or {}), where)
     if len(inputs) != 1 or len(outputs) < 1:
         found = ", ".join(f"{i.name}{_shape_str(i.shape)}" for i in inputs) or "none"
         raise SkinsegError(f"model must have exactly one image input, found {len(inputs)}: {found}")
@@ -89,7 +82,7 @@ def read_spec(session: Any) -> ModelSpec:
             f"model input {inp.name!r} has shape {_shape_str(ishape)}; expected 4-D NHWC [N,H,W,3] or NCHW [N,3,H,W]"
         )
     dims = [_dim(d) for d in ishape]
-    layout = meta.get(META_PREFIX + "layout")
+    layout = meta.layout
     if layout is None:
         if dims[3] == 3:
             layout = "NHWC"
@@ -100,10 +93,20 @@ def read_spec(session: Any) -> ModelSpec:
                 f"model input {inp.name!r} has shape {_shape_str(ishape)}: no axis of size 3 for RGB "
                 "channels at position 1 (NCHW) or 3 (NHWC)"
             )
+    channels = dims[3] if layout == "NHWC" else dims[1]
+    if channels not in (None, 3):
+        raise MetadataError(f"{where}: metadata says layout {layout} but input {inp.name!r} has shape "
+                            f"{_shape_str(ishape)} (no 3 channels there)")
     h, w = (dims[1], dims[2]) if layout == "NHWC" else (dims[2], dims[3])
-    dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}.get(inp.type)
+    dtype = DTYPES.get(inp.type)
     if dtype is None:
         raise SkinsegError(f"model input {inp.name!r} has type {inp.type}; expected uint8, float or float16")
+    if meta.input_dtype and np.dtype(meta.input_dtype) != np.dtype(dtype):
+        raise MetadataError(f"{where}: metadata says input_dtype {meta.input_dtype} but input {inp.name!r} is "
+                            f"{inp.type}")
+    if meta.tile and h and w and meta.tile != (h, w):
+        raise MetadataError(f"{where}: metadata tile {meta.tile[0]}x{meta.tile[1]} contradicts the graph's fixed "
+                            f"input {h}x{w}")
 
     oshape = [_dim(d) for d in out.shape]
     if len(oshape) == 3:
@@ -126,39 +129,23 @@ def read_spec(session: Any) -> ModelSpec:
             f"model output {out.name!r} has {out_ch} channels (shape {_shape_str(list(out.shape))}); "
             "expected 1 (lesion probability or logit) or 2 (background/lesion softmax)"
         )
-    kind = meta.get(META_PREFIX + "output")
+    kind = meta.output
     if kind is None:
         kind = "softmax" if out_ch == 2 else ("logits" if "logit" in out.name.lower() else "probability")
-    if kind not in OUTPUT_KINDS:
-        raise SkinsegError(f"model metadata {META_PREFIX}output={kind!r} is not one of {OUTPUT_KINDS}")
-
-    input_max = 1.0
-    rng = meta.get(META_PREFIX + "input_range")
-    if rng:
-        try:
-            input_max = float(rng.split(",")[-1])
-        except ValueError as exc:
-            raise SkinsegError(f"model metadata {META_PREFIX}input_range={rng!r} is not 'lo,hi'") from exc
-    post = {}
-    if META_PREFIX + "postprocess" in meta:
-        try:
-            post = json.loads(meta[META_PREFIX + "postprocess"])
-        except json.JSONDecodeError as exc:
-            raise SkinsegError(f"model metadata {META_PREFIX}postprocess is not valid JSON") from exc
-    thr = meta.get(META_PREFIX + "threshold")
+    assert kind in OUTPUT_KINDS
     return ModelSpec(
         input_name=inp.name,
         output_name=out.name,
         layout=layout,
         output_layout=out_layout,
         input_dtype=dtype,
-        input_max=input_max,
-        channel_order=meta.get(META_PREFIX + "channel_order", "RGB").upper(),
+        input_max=meta.input_range[1] if meta.input_range else 1.0,
+        channel_order=meta.channel_order,
         tile=(h, w) if h and w else None,
         fixed_batch=dims[0],
         output_kind=kind,
-        scale=_meta_int(meta, "scale"),
-        threshold=float(thr) if thr else DEFAULT_THRESHOLD,
-        postprocess=post,
+        scale=meta.scale,
+        threshold=meta.threshold if meta.threshold is not None else DEFAULT_THRESHOLD,
+        postprocess=meta.postprocess,
         metadata=meta,
     )

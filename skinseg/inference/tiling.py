@@ -67,13 +67,14 @@ def _axis_norm(length: int, tile: int, starts: list[int], sigma_scale: float) ->
 
 
 def tile_grid(height: int, width: int, tile_h: int, tile_w: int, overlap: float) -> list[tuple[int, int]]:
-    """All (y, x) tile origins for an image of height x width."""
+    """All (y, x) tile origins for an image of height x width (after padding to at least one tile)."""
+    height, width = max(height, tile_h), max(width, tile_w)
     return [(y, x) for y in tile_starts(height, tile_h, overlap) for x in tile_starts(width, tile_w, overlap)]
 
 
-def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def count_tiles(height: int, width: int, tile: tuple[int, int], overlap: float) -> int:
+    """Tiles `sliding_window` runs for an image of height x width."""
+    return len(tile_grid(height, width, tile[0], tile[1], overlap))
 
 
 def pad_to_tile(image: np.ndarray, tile_h: int, tile_w: int) -> np.ndarray:
@@ -84,6 +85,24 @@ def pad_to_tile(image: np.ndarray, tile_h: int, tile_w: int) -> np.ndarray:
         return image
     pad = [(0, ph), (0, pw)] + [(0, 0)] * (image.ndim - 2)
     return np.pad(image, pad, mode="edge")
+
+
+def tile_batches(image: np.ndarray, tile: tuple[int, int], overlap: float,
+                 batch_size: int) -> Iterator[tuple[np.ndarray, list[tuple[int, int]]]]:
+    """The tile loop: (batch of tiles, their origins) over an image padded to at least one tile.
+
+    The batch array is reused between iterations (copy it to keep it); `sliding_window` and the
+    engine's bare-speed benchmark both walk the image through here.
+    """
+    th, tw = tile
+    padded = pad_to_tile(image, th, tw)
+    grid = tile_grid(padded.shape[0], padded.shape[1], th, tw, overlap)
+    buf = np.empty((min(batch_size, len(grid)), th, tw) + padded.shape[2:], padded.dtype)
+    for i in range(0, len(grid), batch_size):
+        chunk = grid[i : i + batch_size]
+        for j, (y, x) in enumerate(chunk):
+            buf[j] = padded[y : y + th, x : x + tw]
+        yield buf[: len(chunk)], chunk
 
 
 def sliding_window(
@@ -113,17 +132,11 @@ def sliding_window(
     """
     h, w = image.shape[:2]
     th, tw = tile
-    padded = pad_to_tile(image, th, tw)
-    ph, pw = padded.shape[:2]
+    ph, pw = max(h, th), max(w, tw)
     weight = gaussian_weight(th, tw, sigma_scale)
     acc = np.zeros((ph, pw), np.float32)
-    ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
-    grid = [(y, x) for y in ys for x in xs]
-    buf = np.empty((min(batch_size, len(grid)), th, tw) + padded.shape[2:], padded.dtype)
-    for chunk in _batches(grid, batch_size):
-        for i, (y, x) in enumerate(chunk):
-            buf[i] = padded[y : y + th, x : x + tw]
-        probs = np.asarray(predict(buf[: len(chunk)]), dtype=np.float32)
+    for tiles, chunk in tile_batches(image, tile, overlap, batch_size):
+        probs = np.asarray(predict(tiles), dtype=np.float32)
         if probs.shape != (len(chunk), th, tw):
             raise ValueError(f"predict returned shape {probs.shape}, expected {(len(chunk), th, tw)}")
         for p, (y, x) in zip(probs, chunk, strict=True):
@@ -131,6 +144,6 @@ def sliding_window(
             acc[y : y + th, x : x + tw] += p
         if on_batch:
             on_batch(len(chunk))
-    acc /= _axis_norm(ph, th, ys, sigma_scale).astype(np.float32)[:, None]
-    acc /= _axis_norm(pw, tw, xs, sigma_scale).astype(np.float32)[None, :]
+    acc /= _axis_norm(ph, th, tile_starts(ph, th, overlap), sigma_scale).astype(np.float32)[:, None]
+    acc /= _axis_norm(pw, tw, tile_starts(pw, tw, overlap), sigma_scale).astype(np.float32)[None, :]
     return acc[:h, :w]

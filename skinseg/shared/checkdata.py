@@ -9,10 +9,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from skinseg.shared.dataset import Pairing, find_pairs, split_folder
+from skinseg.shared.dataset import Pairing, SplitDirs, config_split, locate_split, split_pairs
 from skinseg.shared.errors import InputError
 from skinseg.shared.images import decode_image, read_bytes, read_mask
 
@@ -56,7 +57,7 @@ def inspect_pair(image: Path, mask: Path) -> tuple[str | None, str | None]:
 
 def check_split(name: str, images_dir: Path, masks_dir: Path, workers: int = 4,
                 on_item: Callable[[], None] | None = None) -> SplitReport:
-    pairing = split_folder(images_dir, masks_dir)
+    pairing = split_pairs(images_dir, masks_dir)
     rep = SplitReport(name, images_dir, masks_dir, pairing)
     for img in pairing.images_without_mask:
         rep.problems.append((str(img), "no mask found (expected <id>_segmentation.png)"))
@@ -82,11 +83,19 @@ def check_split(name: str, images_dir: Path, masks_dir: Path, workers: int = 4,
     return rep
 
 
-def discover(root: Path) -> list[tuple[str, Path, Path]]:
+CONFIG_SPLITS = (("train", "train"), ("valid", "eval"), ("test", "test"))  # (split name, config section)
+
+
+def discover(root: Path) -> list[tuple[str, SplitDirs]]:
     """Splits under `root`: train/valid/test folders (seed layout), else root as a single split."""
     root = Path(root)
-    found = [(s, *find_pairs(root / s)) for s in SPLITS if (root / s).is_dir()]
-    return found or [(root.name or "data", *find_pairs(root))]
+    found = [(s, locate_split(root / s)) for s in SPLITS if (root / s).is_dir()]
+    return found or [(root.name or "data", locate_split(root))]
+
+
+def config_splits(cfg: Any) -> list[tuple[str, SplitDirs]]:
+    """The splits a config names ([train], [eval] as valid, [test]), by the same rule as training."""
+    return [(name, dirs) for name, section in CONFIG_SPLITS if (dirs := config_split(cfg, section))]
 
 
 def duplicate_ids(reports: list[SplitReport]) -> list[tuple[str, list[str]]]:

@@ -1,8 +1,9 @@
 """INI configuration: the seed project's keys as it wrote them, plus skinseg's new keys.
 
 Read with the standard library. Every value is validated before any work starts; errors name the
-file, section, key, the value found and what was expected; unknown keys get a warning naming the
-closest known key. Relative paths resolve against the config file's folder.
+file, section, key, the value found and what was expected; an unknown key in a known section is an
+error naming the closest known key (a typo must not silently train with a default). Relative paths
+resolve against the config file's folder; `working_scale = native` becomes None here, once.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ from __future__ import annotations
 import ast
 import configparser
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from skinseg.shared.errors import SkinsegError
+from skinseg.shared.runfolder import SAFE_NAME as SAFE_RUN_NAME
+from skinseg.shared.scale import DEFAULT_RESIZE, MAX_SCALE, method_from_config
+
+SEED_BLUR_SIGMA = 2.0  # the seed's `[mask] blur = True` smoothed with sigma 2 px
+SEED_MODEL = "tensorflowdeeplabv3plus"  # the seed's model family: ResNet50 with the standard decoder
 
 
 @dataclass(frozen=True)
@@ -26,13 +33,14 @@ class Key:
     choices: tuple[str, ...] = ()
     lo: float | None = None
     hi: float | None = None
-    seed: bool = False  # a key of the seed project (kept for its users)
+    legacy: bool = False  # a key of the seed project, the predecessor (kept for its users)
 
 
 C = Key
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
-        "model": C("str", "DeepLabV3Plus", "model family (the seed's TensorflowDeepLabV3Plus is accepted)", seed=True),
+        "model": C("str", "DeepLabV3Plus", "model family; the seed's TensorflowDeepLabV3Plus means what it meant "
+                   "there: ResNet50 with the standard decoder, unless backbone / decoder are given", legacy=True),
         "backbone": C("choice", "mobilenetv2", "encoder", ("mobilenetv2", "resnet50")),
         "decoder": C("choice", "separable", "standard convs, or atrous separable convs (several times cheaper)",
                      ("standard", "separable")),
@@ -41,49 +49,50 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "bn_momentum": C("float", 0.99, "BatchNorm momentum; keras.applications uses 0.999, which makes "
                          "validation lag training for dozens of epochs when training from scratch", lo=0.5, hi=0.9999),
         "aspp_filters": C("int", 256, "channels of the ASPP and decoder", lo=8, hi=1024),
-        "generator": C("bool", True, "accepted for the seed; skinseg always streams with tf.data", seed=True),
-        "image_width": C("int", 256, "tile (model input) width in px", lo=32, hi=4096, seed=True),
-        "image_height": C("int", 256, "tile (model input) height in px", lo=32, hi=4096, seed=True),
-        "image_channels": C("int", 3, "must be 3 (RGB)", lo=3, hi=3, seed=True),
-        "num_classes": C("int", 1, "must be 1 (lesion probability)", lo=1, hi=1, seed=True),
+        "generator": C("bool", True, "accepted for the seed; skinseg always streams with tf.data", legacy=True),
+        "image_width": C("int", 256, "tile (model input) width in px, a multiple of 16", lo=32, hi=4096, legacy=True),
+        "image_height": C("int", 256, "tile (model input) height in px, a multiple of 16", lo=32, hi=4096, legacy=True),
+        "image_channels": C("int", 3, "must be 3 (RGB)", lo=3, hi=3, legacy=True),
+        "num_classes": C("int", 1, "must be 1 (lesion probability)", lo=1, hi=1, legacy=True),
         "working_scale": C("scale", "native", "long side in px that images are resized to before tiling "
                            "(the same scale goes into the exported model), or native"),
         "activation": C("choice", "relu", "activation in ASPP and decoder", ("relu", "mish", "swish", "gelu"),
-                        seed=True),
-        "optimizer": C("choice", "Adam", "Adam or AdamW", ("Adam", "AdamW"), seed=True),
+                        legacy=True),
+        "optimizer": C("choice", "Adam", "Adam or AdamW", ("Adam", "AdamW"), legacy=True),
         "weight_decay": C("float", 1e-4, "AdamW weight decay", lo=0, hi=1),
-        "dropout_rate": C("float", 0.1, "dropout before the classifier", lo=0, hi=0.9, seed=True),
-        "learning_rate": C("float", 1e-3, "initial learning rate", lo=1e-7, hi=1, seed=True),
-        "clipvalue": C("float", 0.5, "gradient value clipping (0 = off)", lo=0, hi=100, seed=True),
+        "dropout_rate": C("float", 0.1, "dropout before the classifier", lo=0, hi=0.9, legacy=True),
+        "learning_rate": C("float", 1e-3, "initial learning rate", lo=1e-7, hi=1, legacy=True),
+        "clipvalue": C("float", 0.5, "gradient value clipping (0 = off)", lo=0, hi=100, legacy=True),
         "loss": C("choice", "bce_dice", "bce | dice | bce_dice | focal | jaccard (a _loss suffix is accepted)",
-                  ("bce", "dice", "bce_dice", "focal", "jaccard"), seed=True),
+                  ("bce", "dice", "bce_dice", "focal", "jaccard"), legacy=True),
         "metrics": C("strs", ["binary_accuracy"], "accepted for the seed; dice, jaccard and binary accuracy "
-                     "are always reported", seed=True),
-        "show_summary": C("bool", False, "print the Keras model summary", seed=True),
+                     "are always reported", legacy=True),
+        "show_summary": C("bool", False, "print the Keras model summary", legacy=True),
     },
     "dataset": {
-        "datasetclass": C("str", "ImageMaskDataset", "accepted for the seed", seed=True),
-        "resize_interpolation": C("choice", "cv2.INTER_AREA", "interpolation when resizing images to the working "
-                                  "scale", ("cv2.INTER_AREA", "cv2.INTER_LINEAR", "cv2.INTER_CUBIC",
-                                            "cv2.INTER_NEAREST", "cv2.INTER_LANCZOS4"), seed=True),
-        "min_pairs": C("int", 4, "train refuses to start with fewer valid training pairs", lo=1),
+        "datasetclass": C("str", "ImageMaskDataset", "accepted for the seed", legacy=True),
+        "resize_interpolation": C("choice", "cv2.INTER_AREA", "interpolation when shrinking images to the working "
+                                  "scale (enlarging is linear); recorded in the exported model, which the engine "
+                                  "follows", ("cv2.INTER_AREA", "cv2.INTER_LINEAR", "cv2.INTER_CUBIC",
+                                            "cv2.INTER_NEAREST", "cv2.INTER_LANCZOS4"), legacy=True),
+        "min_pairs": C("int", 4, "train refuses to start with fewer valid training pairs", lo=1, hi=10**9),
     },
     "train": {
         "name": C("str", "", "run name (default: the config file's stem)"),
         "runs_dir": C("path", "runs/train", "where run folders are created"),
-        "epochs": C("int", 100, "number of epochs", lo=1, seed=True),
-        "batch_size": C("int", 8, "batch size", lo=1, seed=True),
-        "steps_per_epoch": C("int", 0, "0 = one pass over the training set", lo=0, seed=True),
-        "validation_steps": C("int", 0, "0 = the whole validation set", lo=0, seed=True),
-        "patience": C("int", 10, "early stopping patience in epochs (0 = off)", lo=0, seed=True),
+        "epochs": C("int", 100, "number of epochs", lo=1, hi=100000, legacy=True),
+        "batch_size": C("int", 8, "batch size", lo=1, hi=4096, legacy=True),
+        "steps_per_epoch": C("int", 0, "0 = one pass over the training set", lo=0, legacy=True),
+        "validation_steps": C("int", 0, "0 = the whole validation set", lo=0, legacy=True),
+        "patience": C("int", 10, "early stopping patience in epochs (0 = off)", lo=0, legacy=True),
         "bn_recalibration": C("int", 16, "before each validation, recompute BatchNorm statistics of the current "
                               "weights over this many training batches (0 = off); without it, from-scratch "
                               "models validate far below their true quality for many epochs", lo=0),
         "min_epochs": C("int", 0, "no early stopping before this epoch (from-scratch models catch up late)",
                         lo=0),
-        "learning_rate_reducer": C("bool", True, "ReduceLROnPlateau on val_loss", seed=True),
+        "learning_rate_reducer": C("bool", True, "ReduceLROnPlateau on val_loss", legacy=True),
         "reducer_patience": C("int", 5, "epochs without improvement before the learning rate is halved",
-                              lo=1, seed=True),
+                              lo=1, legacy=True),
         "schedule": C("choice", "plateau", "plateau (uses learning_rate_reducer) or cosine decay",
                       ("plateau", "cosine")),
         "monitor": C("choice", "val_jaccard", "metric that picks best.keras", ("val_jaccard", "val_dice",
@@ -94,52 +103,52 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "cache": C("bool", True, "keep decoded images at the working scale in memory"),
         "val_split": C("float", 0.1, "with dataset_splitter and no [eval] paths: share of train for validation",
                        lo=0.01, hi=0.5),
-        "image_datapath": C("path", "", "training images folder", seed=True),
-        "mask_datapath": C("path", "", "training masks folder", seed=True),
-        "save_model_file": C("str", "best.keras", "accepted for the seed; runs save best.keras", seed=True),
+        "image_datapath": C("path", "", "training images folder", legacy=True),
+        "mask_datapath": C("path", "", "training masks folder", legacy=True),
+        "save_model_file": C("str", "best.keras", "accepted for the seed; runs save best.keras", legacy=True),
         "dataset_splitter": C("bool", False, "split validation off the training set when [eval] has no paths",
-                              seed=True),
-        "metrics": C("strs", [], "accepted for the seed", seed=True),
-        "model_dir": C("path", "", "accepted for the seed; runs go to runs_dir/name", seed=True),
-        "save_weights_only": C("bool", False, "accepted for the seed; runs save full .keras models", seed=True),
-        "eval_dir": C("path", "", "accepted for the seed", seed=True),
-        "create_backup": C("bool", False, "accepted for the seed", seed=True),
+                              legacy=True),
+        "metrics": C("strs", [], "accepted for the seed", legacy=True),
+        "model_dir": C("path", "", "accepted for the seed; runs go to runs_dir/name", legacy=True),
+        "save_weights_only": C("bool", False, "accepted for the seed; runs save full .keras models", legacy=True),
+        "eval_dir": C("path", "", "accepted for the seed", legacy=True),
+        "create_backup": C("bool", False, "accepted for the seed", legacy=True),
     },
     "eval": {
-        "image_datapath": C("path", "", "validation images folder", seed=True),
-        "mask_datapath": C("path", "", "validation masks folder", seed=True),
+        "image_datapath": C("path", "", "validation images folder", legacy=True),
+        "mask_datapath": C("path", "", "validation masks folder", legacy=True),
     },
     "test": {
-        "image_datapath": C("path", "", "test images folder (skinseg eval)", seed=True),
-        "mask_datapath": C("path", "", "test masks folder", seed=True),
+        "image_datapath": C("path", "", "test images folder (skinseg eval)", legacy=True),
+        "mask_datapath": C("path", "", "test masks folder", legacy=True),
     },
     "infer": {
-        "images_dir": C("path", "", "images for skinseg infer --config", seed=True),
-        "output_dir": C("path", "", "output folder for skinseg infer --config", seed=True),
-        "merged_dir": C("path", "", "accepted for the seed; overlays go to output_dir/overlays", seed=True),
+        "images_dir": C("path", "", "images for skinseg infer --config", legacy=True),
+        "output_dir": C("path", "", "output folder for skinseg infer --config", legacy=True),
+        "merged_dir": C("path", "", "accepted for the seed; overlays go to output_dir/overlays", legacy=True),
     },
     "mask": {
-        "blur": C("bool", False, "smooth the probability before thresholding (sigma 2 px)", seed=True),
-        "binarize": C("bool", True, "accepted for the seed; masks are always binary", seed=True),
-        "threshold": C("float", 128, "threshold: 0-1 probability, or 1-255 on the seed's 0-255 scale",
-                       lo=0, hi=255, seed=True),
+        "blur": C("bool", False, "smooth the probability before thresholding (sigma 2 px)", legacy=True),
+        "binarize": C("bool", True, "accepted for the seed; masks are always binary", legacy=True),
+        "threshold": C("float", 128, "threshold: a probability below 1, or 1-255 on the seed's 0-255 scale",
+                       lo=0, hi=255, legacy=True),
     },
     "generator": {
-        "debug": C("bool", False, "write augmentation_preview.png in the run folder", seed=True),
-        "augmentation": C("bool", True, "online augmentation of training pairs", seed=True),
+        "debug": C("bool", False, "write augmentation_preview.png in the run folder", legacy=True),
+        "augmentation": C("bool", True, "online augmentation of training pairs", legacy=True),
     },
     "augmentor": {
-        "vflip": C("bool", True, "vertical flips", seed=True),
-        "hflip": C("bool", True, "horizontal flips", seed=True),
-        "rotation": C("bool", True, "rotations by the angles below", seed=True),
-        "angles": C("floats", [0, 90, 180, 270], "rotation angles in degrees", seed=True),
+        "vflip": C("bool", True, "vertical flips", legacy=True),
+        "hflip": C("bool", True, "horizontal flips", legacy=True),
+        "rotation": C("bool", True, "rotations by the angles below", legacy=True),
+        "angles": C("floats", [0, 90, 180, 270], "rotation angles in degrees", legacy=True),
         "free_rotation": C("float", 0.0, "extra random rotation up to +- this many degrees", lo=0, hi=180),
-        "shrinks": C("floats", [0.8], "zoom-out factors (0 < s < 1)", seed=True),
+        "shrinks": C("floats", [0.8], "zoom-out factors (0 < s < 1)", legacy=True),
         "zooms": C("floats", [], "zoom-in factors (> 1)"),
-        "shears": C("floats", [0.2], "shear amounts (tangent)", seed=True),
-        "transformer": C("bool", True, "elastic deformation", seed=True),
-        "alpah": C("float", 1300, "elastic strength (the seed's spelling)", lo=0, seed=True),
-        "sigmoid": C("float", 8, "elastic smoothness sigma (the seed's name)", lo=0.1, seed=True),
+        "shears": C("floats", [0.2], "shear amounts (tangent)", legacy=True),
+        "transformer": C("bool", True, "elastic deformation", legacy=True),
+        "alpah": C("float", 1300, "elastic strength (the seed's spelling)", lo=0, hi=10000, legacy=True),
+        "sigmoid": C("float", 8, "elastic smoothness sigma (the seed's name)", lo=0.1, hi=100, legacy=True),
         "brightness": C("float", 0.2, "colour jitter: brightness (0 = off)", lo=0, hi=1),
         "contrast": C("float", 0.2, "colour jitter: contrast", lo=0, hi=1),
         "saturation": C("float", 0.2, "colour jitter: saturation", lo=0, hi=1),
@@ -173,7 +182,7 @@ def _convert(key: Key, raw: str, base: Path) -> tuple[Any, str | None]:
         if isinstance(v, bool) or not isinstance(v, int | float) or (t == "int" and not float(v).is_integer()):
             return None, f"a{'n integer' if t == 'int' else ' number'}" + _range(key)
         v = int(v) if t == "int" else float(v)
-        if (key.lo is not None and v < key.lo) or (key.hi is not None and v > key.hi):
+        if not math.isfinite(v) or (key.lo is not None and v < key.lo) or (key.hi is not None and v > key.hi):
             return None, "a number" + _range(key)
         return v, None
     if t in ("ints", "floats", "strs"):
@@ -184,10 +193,10 @@ def _convert(key: Key, raw: str, base: Path) -> tuple[Any, str | None]:
         return [float(i) if t == "floats" else i for i in items], None
     if t == "scale":
         if isinstance(v, str) and v.lower() == "native":
-            return "native", None
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 32:
+            return None, None
+        if isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= MAX_SCALE:
             return v, None
-        return None, "a long side in pixels (>= 32) or native"
+        return None, f"a long side in pixels (32 to {MAX_SCALE}) or native"
     s = str(v)
     if t == "choice":
         for c in key.choices:
@@ -215,8 +224,26 @@ class Config(SimpleNamespace):
     """Validated configuration: `cfg.model.backbone`, `cfg.train.epochs`; `cfg.path` is the file."""
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        return {s: {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(getattr(self, s)).items()}
-                for s in SCHEMA}
+        def plain(sec: str, k: str, v: Any) -> Any:
+            if SCHEMA[sec][k].type == "scale" and v is None:
+                return "native"
+            return str(v) if isinstance(v, Path) else v
+
+        return {s: {k: plain(s, k, v) for k, v in vars(getattr(self, s)).items()} for s in SCHEMA}
+
+    @property
+    def blur_sigma(self) -> float:
+        """The seed's boolean `[mask] blur` as the Gaussian sigma it meant."""
+        return SEED_BLUR_SIGMA if self.mask.blur else 0.0
+
+    @property
+    def resize(self) -> dict[str, str]:
+        """How images go to the working scale and back (recorded in the exported model)."""
+        return DEFAULT_RESIZE | {"image_down": method_from_config(self.dataset.resize_interpolation)}
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        return self.model.image_height, self.model.image_width
 
 
 def load_config(path: str | Path, warn: Any = None) -> Config:
@@ -227,12 +254,14 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
     parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
     parser.optionxform = str  # keep key case as written
     try:
-        parser.read(path, encoding="utf-8")
+        parser.read(path, encoding="utf-8-sig")  # Notepad writes a BOM
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0]
         raise SkinsegError(f"{path}: not a valid INI file ({first})") from exc
     base = path.resolve().parent
     values = defaults()
+    given: set[tuple[str, str]] = set()
+    values["model"]["working_scale"] = None  # "native"
     for key_name, key in SCHEMA["train"].items():
         if key.type == "path" and key.default:
             values["train"][key_name] = (base / key.default).resolve()
@@ -248,10 +277,9 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
             key = SCHEMA[sec].get(name.strip().lower())
             if key is None:
                 close = difflib.get_close_matches(name.lower(), SCHEMA[sec], 1)
-                if warn:
-                    warn(f"{path}: [{sec}] unknown key {name!r} ignored"
-                         + (f"; did you mean {close[0]!r}?" if close else ""))
-                continue
+                raise SkinsegError(f"{path}: [{sec}] unknown key {name!r}"
+                                   + (f"; did you mean {close[0]!r}?" if close else "")
+                                   + f" (`skinseg init-config` lists every key of [{sec}])")
             fix = ALIASES.get((sec, name.lower()))
             raw2 = raw
             if fix:
@@ -260,18 +288,34 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
             if expected:
                 raise SkinsegError(f"{path}: [{sec}] {name} = {raw.strip()}: expected {expected}")
             values[sec][name.lower()] = value
+            given.add((sec, name.lower()))
     w = str(values["model"]["weights"] or "none")
     if w.lower() in ("none", "imagenet"):
         values["model"]["weights"] = w.lower()
     elif not Path(w).is_absolute():
         values["model"]["weights"] = str((base / w).resolve())  # a weights file, like every path: config-relative
     m = values["mask"]
-    if m["threshold"] > 1:
-        m["threshold"] = m["threshold"] / 255.0
-    if not 0 < m["threshold"] < 1:
-        raise SkinsegError(f"{path}: [mask] threshold = {m['threshold']}: expected 0-1 or 1-255")
+    raw_threshold = m["threshold"]
+    if raw_threshold >= 1:  # the seed's 0-255 scale
+        m["threshold"] = raw_threshold / 255.0
+    if not 0 < m["threshold"] <= 1:
+        raise SkinsegError(f"{path}: [mask] threshold = {raw_threshold:g}: expected a probability in (0, 1) or "
+                           "1-255 on the seed's scale")
+    mod = values["model"]
+    for k in ("image_height", "image_width"):
+        if mod[k] % 16:
+            raise SkinsegError(f"{path}: [model] {k} = {mod[k]}: expected a multiple of 16 (the model's output "
+                               f"stride), e.g. {max(32, round(mod[k] / 16) * 16)}")
+    if str(mod["model"]).lower() == SEED_MODEL:  # a seed config means what it meant in the seed
+        if ("model", "backbone") not in given:
+            mod["backbone"] = "resnet50"
+        if ("model", "decoder") not in given:
+            mod["decoder"] = "standard"
     if not values["train"]["name"]:
         values["train"]["name"] = path.stem
+    if not SAFE_RUN_NAME.match(values["train"]["name"]):
+        raise SkinsegError(f"{path}: [train] name = {values['train']['name']}: use letters, digits, '.', '_', '+' "
+                           "and '-' only (a run folder name, not a path)")
     cfg = Config(**{s: SimpleNamespace(**v) for s, v in values.items()})
     cfg.path = path
     return cfg
@@ -284,7 +328,7 @@ def infer_defaults(path: str | Path) -> dict[str, Any]:
         "inputs": [str(cfg.infer.images_dir)] if cfg.infer.images_dir else [],
         "output": cfg.infer.output_dir,
         "threshold": cfg.mask.threshold,
-        "blur": 2.0 if cfg.mask.blur else 0.0,
+        "blur": cfg.blur_sigma,
     }
 
 
@@ -321,7 +365,7 @@ def reference_markdown() -> str:
             if isinstance(d, list):
                 d = "[" + ", ".join(f"{x:g}" if isinstance(x, int | float) else str(x) for x in d) + "]"
             choices = " (" + " \\| ".join(key.choices) + ")" if key.choices else ""
-            seed = " *(seed key)*" if key.seed else ""
+            seed = " *(seed key)*" if key.legacy else ""
             doc = key.doc.replace("|", "\\|")
             out.append(f"| `{k}` | `{d}` | {doc}{choices}{seed} |")
         out.append("")

@@ -6,7 +6,10 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from skinseg.shared.errors import SkinsegError
+from skinseg.shared.files import OUTPUT_MARKER
 from skinseg.shared.images import IMAGE_EXTENSIONS
 
 MASK_SUFFIXES = ("_segmentation", "_mask", "")  # compared case-insensitively
@@ -16,28 +19,41 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _walk(folder: Path, recursive: bool) -> list[Path]:
+def is_output_folder(folder: Path) -> bool:
+    """A folder skinseg writes results into (infer, eval): its masks and overlays are never inputs."""
+    return (folder / OUTPUT_MARKER).exists()
+
+
+def _walk(folder: Path, recursive: bool, exclude: tuple[Path, ...] = ()) -> list[Path]:
+    if is_output_folder(folder):
+        return []
     if not recursive:
         return sorted(p for p in folder.iterdir() if is_image(p) and not p.name.startswith("."))
     found: list[Path] = []
+    skip = {os.path.abspath(e) for e in exclude}
     # os.walk does not follow symlinked folders by default, so symlink loops cannot trap us.
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.abspath(os.path.join(root, d)) not in skip
+                         and not is_output_folder(Path(root) / d))
         found += [Path(root) / f for f in sorted(files) if is_image(Path(f)) and not f.startswith(".")]
     return found
 
 
-def collect_images(inputs: list[str | Path], recursive: bool = False) -> tuple[list[Path], list[str]]:
+def collect_images(inputs: list[str | Path], recursive: bool = False,
+                   exclude: list[Path] | None = None) -> tuple[list[Path], list[str]]:
     """Expand files, folders and globs into a sorted, de-duplicated list of image paths.
 
-    Returns (images, problems): problems are one-line messages for inputs that matched nothing.
+    Folders in `exclude` (the run's own output folder) and folders skinseg wrote results into are
+    never descended into. Returns (images, problems): problems are one-line messages for inputs that
+    matched nothing.
     """
+    skip = tuple(exclude or ())
     images: list[Path] = []
     problems: list[str] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found = _walk(p, recursive)
+            found = _walk(p, recursive, skip)
             if not found:
                 problems.append(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         elif p.exists() or p.is_symlink():
@@ -100,16 +116,49 @@ def pair_images_masks(images: list[Path], masks: list[Path]) -> Pairing:
     return result
 
 
-def find_pairs(folder: Path) -> tuple[Path, Path]:
-    """For a dataset split folder, where its images and masks live: `images/`+`masks/`, or one folder."""
-    if (folder / "images").is_dir() and (folder / "masks").is_dir():
-        return folder / "images", folder / "masks"
-    return folder, folder
+@dataclass(frozen=True)
+class SplitDirs:
+    """Where one split's images and masks live."""
+
+    images: Path
+    masks: Path
 
 
-def split_folder(images_dir: Path, masks_dir: Path) -> Pairing:
+def locate_split(images: Path, masks: Path | None = None) -> SplitDirs:
+    """The one rule for where a split's masks live, used by train, eval, export and check-data:
+
+    1. an explicit masks folder, when given;
+    2. a split folder holding `images/` and `masks/` (the seed's `<split>/images|masks`);
+    3. an images folder with a `masks/` folder beside it (`<split>/images` -> `<split>/masks`);
+    4. otherwise the same folder (masks named `<id>_segmentation.png` among the images).
+    """
+    images = Path(images)
+    if masks is not None:
+        return SplitDirs(images, Path(masks))
+    if (images / "images").is_dir() and (images / "masks").is_dir():
+        return SplitDirs(images / "images", images / "masks")
+    beside = images.parent / "masks"
+    if images.name.lower() == "images" and beside.is_dir():
+        return SplitDirs(images, beside)
+    return SplitDirs(images, images)
+
+
+def config_split(cfg: Any, section: str) -> SplitDirs | None:
+    """A config section's `image_datapath` / `mask_datapath` as folders (None when not set); missing
+    folders are errors naming the file, section and key."""
+    sec = getattr(cfg, section)
+    img, mask = sec.image_datapath, sec.mask_datapath
+    if not img:
+        return None
+    for key, folder in (("image_datapath", img), ("mask_datapath", mask)):
+        if folder and not Path(folder).is_dir():
+            raise SkinsegError(f"{cfg.path}: [{section}] {key} = {folder}: no such folder")
+    return locate_split(Path(img), Path(mask) if mask else None)
+
+
+def split_pairs(images_dir: Path, masks_dir: Path) -> Pairing:
     """Pair the images and masks of one split; in a mixed folder, mask-named files are masks."""
-    if images_dir == masks_dir:
+    if Path(images_dir) == Path(masks_dir):
         files = _walk(images_dir, False)
         masks = [f for f in files if f.stem.lower().endswith(("_segmentation", "_mask"))]
         images = [f for f in files if f not in set(masks)]

@@ -13,3 +13,7 @@ class InputError(SkinsegError):
     """One input (image, mask) could not be used; runs report it and go on."""
 
     exit_code = 1
+
+
+class ModelError(SkinsegError):
+    """The model cannot be used as it is (bad file, contradictory metadata, non-finite output): exit 2."""

@@ -11,15 +11,16 @@ Rules, applied everywhere (training, export calibration, infer, eval, check-data
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MAX_PIXELS = 200_000_000  # 6700x4500 ISIC images are 30 MP; 200 MP leaves room, refuses bombs
-# OpenCV's own guard for formats we cannot probe; read once by OpenCV at first decode.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
+from skinseg import DEFAULT_MAX_PIXELS  # noqa: E402 - set before any cv2 import (skinseg/__init__.py)
+
+DEFAULT_MAX_BYTES = 1_000_000_000  # a 200 MP image compresses far below this; a 3 GB ".png" is junk
 
 import cv2  # noqa: E402
 
@@ -43,32 +44,60 @@ class LoadedImage:
     reduce: int = 1
 
 
+def max_bytes() -> int:
+    return int(os.environ.get("SKINSEG_MAX_BYTES", DEFAULT_MAX_BYTES))
+
+
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The file's bytes, after checking it is a regular file (a FIFO would block forever) of sane size."""
     path = Path(path)
+    name = str(path).encode("utf-8", "backslashreplace").decode()
     try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{name}: not a regular file (a pipe, socket or device); only files are read")
+        if st.st_size > max_bytes():
+            raise InputError(f"{name}: {st.st_size / 1e9:.1f} GB is above the {max_bytes() / 1e9:.1f} GB file "
+                             "limit; raise SKINSEG_MAX_BYTES if it is genuine")
         data = path.read_bytes()
     except PermissionError as exc:
-        raise InputError(f"{path}: permission denied; make it readable") from exc
+        raise InputError(f"{name}: permission denied; make it readable") from exc
     except IsADirectoryError as exc:
-        raise InputError(f"{path}: is a folder, not an image") from exc
+        raise InputError(f"{name}: is a folder, not an image") from exc
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from exc
     if not data:
-        raise InputError(f"{path}: empty file (0 bytes)")
+        raise InputError(f"{name}: empty file (0 bytes)")
     return data
 
 
 def probe_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG or PNG header without decoding, or None for other formats.
+    """(width, height) from the header of a JPEG, PNG, WebP, TIFF or BMP without decoding, or None.
 
-    Written here because OpenCV has no header-only reader; it lets us refuse decompression bombs and
-    pick a reduced JPEG decode before allocating anything.
+    Written here because OpenCV has no header-only reader; it lets us refuse decompression bombs of
+    every format we read before allocating anything, and pick a reduced JPEG decode.
     """
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        w, h = struct.unpack(">II", data[16:24])
-        return int(w), int(h)
-    if data[:2] != b"\xff\xd8":
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            w, h = struct.unpack(">II", data[16:24])
+            return int(w), int(h)
+        if data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_size(data)
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(data)
+        if data[:2] == b"BM":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(int(w)), abs(int(h))
+    except struct.error:
         return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     i, n = 2, len(data)
     while i + 9 < n:
         if data[i] != 0xFF:
@@ -84,6 +113,43 @@ def probe_size(data: bytes) -> tuple[int, int] | None:
             return int(w), int(h)
         i += 2 + seg_len
     return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # extended: 24-bit canvas width-1 and height-1
+        w = int.from_bytes(data[24:27], "little") + 1
+        h = int.from_bytes(data[27:30], "little") + 1
+        return w, h
+    if chunk == b"VP8 ":  # lossy: 14-bit sizes after the frame tag and start code
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L":  # lossless: 14-bit width-1 and height-1 packed after the signature byte
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """The largest page in a TIFF's chain of IFDs (ImageWidth 256, ImageLength 257)."""
+    end = "<" if data[:2] == b"II" else ">"
+    offset = struct.unpack(end + "I", data[4:8])[0]
+    best: tuple[int, int] | None = None
+    for _ in range(64):  # pages; a loop in the chain cannot trap us
+        if not 8 <= offset < len(data) - 2:
+            break
+        count = struct.unpack(end + "H", data[offset : offset + 2])[0]
+        size: dict[int, int] = {}
+        for k in range(count):
+            e = offset + 2 + 12 * k
+            tag, typ = struct.unpack(end + "HH", data[e : e + 4])
+            if tag in (256, 257):
+                fmt = "H" if typ == 3 else "I"
+                size[tag] = struct.unpack(end + fmt, data[e + 8 : e + 8 + struct.calcsize(fmt)])[0]
+        if 256 in size and 257 in size and (best is None or size[256] * size[257] > best[0] * best[1]):
+            best = (size[256], size[257])
+        offset = struct.unpack(end + "I", data[offset + 2 + 12 * count : offset + 6 + 12 * count])[0]
+    return best
 
 
 def _check_pixels(size: tuple[int, int] | None, name: str) -> None:

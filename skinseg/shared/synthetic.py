@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from skinseg.shared import atomic
+from skinseg.shared import files
 from skinseg.shared.images import encode
 
 _SKIN = np.array([[224, 180, 160], [205, 150, 125], [236, 200, 180], [190, 140, 110]], np.float32)
@@ -85,6 +85,6 @@ def write_dataset(folder: Path, count: int, size: tuple[int, int] = (96, 128), s
     mask_dir.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         rgb, mask = synth_pair(size[0], size[1], rng=seed * 100_003 + i)
-        atomic.write_bytes(img_dir / f"SYN_{seed:03d}{i:05d}.jpg", encode(".jpg", rgb, 95))
-        atomic.write_bytes(mask_dir / f"SYN_{seed:03d}{i:05d}_segmentation.png", encode(".png", mask))
+        files.write_bytes(img_dir / f"SYN_{seed:03d}{i:05d}.jpg", encode(".jpg", rgb, 95))
+        files.write_bytes(mask_dir / f"SYN_{seed:03d}{i:05d}_segmentation.png", encode(".png", mask))
     return folder

@@ -10,38 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from skinseg.shared.errors import InputError
 from skinseg.shared.images import binarize, load_image, read_mask
+from skinseg.shared.scale import mask_to_size, to_working
 from skinseg.training.augment import Augmenter
 
-INTERPOLATION = {"cv2.INTER_AREA": cv2.INTER_AREA, "cv2.INTER_LINEAR": cv2.INTER_LINEAR,
-                 "cv2.INTER_CUBIC": cv2.INTER_CUBIC, "cv2.INTER_NEAREST": cv2.INTER_NEAREST,
-                 "cv2.INTER_LANCZOS4": cv2.INTER_LANCZOS4}
 
-
-def working_size(h: int, w: int, scale: int | str) -> tuple[int, int]:
-    if scale == "native":
-        return h, w
-    s = int(scale) / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
-def load_pair(image: Path, mask: Path, scale: int | str, interp: int = cv2.INTER_AREA) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 and a {0,1} uint8 mask, both at the working scale, read by the one image reader."""
-    loaded = load_image(image, None if scale == "native" else int(scale))
+def load_pair(image: Path, mask: Path, scale: int | None,
+              resize: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 and a {0,1} uint8 mask, both at the working scale, read by the one image reader and
+    resized by the same rules (and methods) as the engine uses for the exported model."""
+    loaded = load_image(image, scale)
     m = read_mask(mask)
     if m.shape != (loaded.height, loaded.width):
         raise InputError(f"{mask}: mask is {m.shape[1]}x{m.shape[0]}, image is {loaded.width}x{loaded.height}")
-    h, w = working_size(loaded.height, loaded.width, scale)
-    rgb = loaded.rgb
-    if rgb.shape[:2] != (h, w):
-        rgb = cv2.resize(rgb, (w, h), interpolation=interp)
-    if m.shape != (h, w):
-        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-    return rgb, binarize(m).astype(np.uint8)
+    rgb = to_working(loaded.rgb, (loaded.height, loaded.width), scale, resize)
+    return rgb, binarize(mask_to_size(m, rgb.shape[:2])).astype(np.uint8)
 
 
 @dataclass
@@ -49,8 +35,8 @@ class PairSet:
     """Decoded pairs held in memory (or only paths, when caching is off)."""
 
     pairs: list[tuple[Path, Path]]
-    scale: int | str
-    interp: int
+    scale: int | None
+    resize: dict[str, str]
     images: list[np.ndarray] | None = None
     masks: list[np.ndarray] | None = None
 
@@ -59,7 +45,7 @@ class PairSet:
 
     def cache(self, on_item: Any = None, workers: int = 4) -> PairSet:
         def one(p: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
-            out = load_pair(*p, self.scale, self.interp)
+            out = load_pair(*p, self.scale, self.resize)
             if on_item:
                 on_item()
             return out
@@ -73,7 +59,7 @@ class PairSet:
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self.images is not None and self.masks is not None:
             return self.images[i], self.masks[i]
-        return load_pair(*self.pairs[i], self.scale, self.interp)
+        return load_pair(*self.pairs[i], self.scale, self.resize)
 
 
 def order(n: int, seed: int, epoch: int, count: int) -> np.ndarray:

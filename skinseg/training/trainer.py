@@ -1,17 +1,17 @@
-"""`skinseg train`: a run folder with the best model, the last state, logs and plots.
+"""`skinseg train`: a run folder (shared/runfolder.py) with the best model, the last state, logs and plots.
 
-runs/train/<name>/: config.ini (resolved), data.json, best.keras, last.keras, state.json,
-history.csv, curves.png, tensorboard/, versions.json, augmentations.png (with --preview or debug).
+`Trainer.run()` reads as its steps: check the data -> open the run folder -> decode the data at the
+working scale -> build (or resume) the model -> fit, validating with recalibrated BatchNorm and
+saving best/last every epoch -> summary. A run that fails before its first checkpoint removes its
+folder, so no run folder without a model is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
-import json
-import os
 import platform
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -20,40 +20,29 @@ from typing import Any
 import numpy as np
 
 from skinseg import __version__, ui
-from skinseg.shared import atomic
+from skinseg.shared import files
 from skinseg.shared.checkdata import check_split
 from skinseg.shared.config import SCHEMA, Config, load_config
-from skinseg.shared.dataset import find_pairs
+from skinseg.shared.dataset import config_split
 from skinseg.shared.errors import SkinsegError
+from skinseg.shared.runfolder import RunFolder
 from skinseg.training.tf_env import import_tf, setup_devices
 
 
 # -- data ------------------------------------------------------------------------------------------
-def _split_dirs(cfg: Config, section: str) -> tuple[Path, Path] | None:
-    sec = getattr(cfg, section)
-    img, mask = sec.image_datapath, sec.mask_datapath
-    if not img:
-        return None
-    if not Path(img).is_dir():
-        raise SkinsegError(f"{cfg.path}: [{section}] image_datapath = {img}: folder not found")
-    if mask and not Path(mask).is_dir():
-        raise SkinsegError(f"{cfg.path}: [{section}] mask_datapath = {mask}: folder not found")
-    return (Path(img), Path(mask)) if mask else find_pairs(Path(img))
-
-
 def preflight(cfg: Config, quiet: bool = False) -> tuple[list, list, dict[str, Any]]:
     """check-data on the train and validation splits; returns usable pairs and a dataset summary."""
-    train_dirs = _split_dirs(cfg, "train")
+    train_dirs = config_split(cfg, "train")
     if train_dirs is None:
         raise SkinsegError(f"{cfg.path}: [train] image_datapath is not set; point it at the training images")
-    val_dirs = _split_dirs(cfg, "eval")
+    val_dirs = config_split(cfg, "eval")
     reports = []
     with ui.progress(transient=True, disable=quiet) as bar:
         for name, dirs in (("train", train_dirs), ("valid", val_dirs)):
             if dirs is None:
                 continue
             task = bar.add_task(f"checking {name}", total=None)
-            reports.append(check_split(name, *dirs, on_item=lambda t=task: bar.advance(t)))
+            reports.append(check_split(name, dirs.images, dirs.masks, on_item=lambda t=task: bar.advance(t)))
     for rep in reports:
         for file, why in rep.problems[:20]:
             ui.warn(f"{rep.name}: skipped {file}: {why}")
@@ -62,6 +51,10 @@ def preflight(cfg: Config, quiet: bool = False) -> tuple[list, list, dict[str, A
     train = reports[0].good
     if val_dirs is not None:
         val = reports[1].good
+        shared_ids = {i.stem.lower() for i, _ in train} & {i.stem.lower() for i, _ in val}
+        if shared_ids:
+            ui.warn(f"{len(shared_ids)} image ids are in both train and valid (e.g. {sorted(shared_ids)[0]}): "
+                    "validation overestimates the model; `skinseg check-data` lists them")
     elif cfg.train.dataset_splitter:
         rng = np.random.default_rng(cfg.train.seed)
         idx = rng.permutation(len(train))
@@ -75,30 +68,35 @@ def preflight(cfg: Config, quiet: bool = False) -> tuple[list, list, dict[str, A
     if len(train) < minimum or not val:
         raise SkinsegError(
             f"too little valid data to train: {len(train)} usable training pairs (minimum [dataset] min_pairs = "
-            f"{minimum}) and {len(val)} validation pairs; run `skinseg check-data` on {train_dirs[0]}")
+            f"{minimum}) and {len(val)} validation pairs; run `skinseg check-data {cfg.path}`")
     summary = {
-        "train": {"pairs": len(train), "skipped": len(reports[0].problems), "images": str(train_dirs[0]),
-                  "masks": str(train_dirs[1])},
-        "valid": {"pairs": len(val), "source": str(val_dirs[0]) if val_dirs else "split from train"},
-        "working_scale": cfg.model.working_scale,
-        "tile": [cfg.model.image_height, cfg.model.image_width],
+        "train": {"pairs": len(train), "skipped": len(reports[0].problems), "images": str(train_dirs.images),
+                  "masks": str(train_dirs.masks)},
+        "valid": {"pairs": len(val), "source": str(val_dirs.images) if val_dirs else "split from train"},
+        "working_scale": cfg.model.working_scale or "native",
+        "resize": cfg.resize,
+        "tile": list(cfg.tile),
     }
     return train, val, summary
 
 
+def warn_small_images(cfg: Config, pairs: list, images: list[np.ndarray]) -> None:
+    """The seed resized every image to the tile; skinseg tiles at the working scale, so images smaller
+    than the tile are padded: say so, with the fix."""
+    th, tw = cfg.tile
+    small = sum(1 for img in images if img.shape[0] < th or img.shape[1] < tw)
+    if small:
+        h, w = images[0].shape[:2]
+        ui.warn(f"{small} of {len(images)} training images are smaller than the {th}x{tw} tile at the working "
+                f"scale (e.g. {w}x{h}) and get padded; set [model] working_scale = {max(th, tw)} to enlarge them "
+                f"as the seed did, or image_height/image_width to fit them (e.g. {h // 16 * 16}x{w // 16 * 16})")
+
+
 # -- run folder ------------------------------------------------------------------------------------
-def new_run_dir(cfg: Config) -> Path:
-    base = Path(cfg.train.runs_dir) / cfg.train.name
-    run, i = base, 2
-    while run.exists():
-        run = base.with_name(f"{base.name}-{i}")
-        i += 1
-    run.mkdir(parents=True)
-    return run
-
-
 def write_resolved_config(cfg: Config, path: Path) -> None:
     """The config as used, every key explicit and paths absolute (the run is reproducible from it)."""
+    import json
+
     lines = [f"; resolved by skinseg {__version__} from {cfg.path}"]
     for sec, values in cfg.as_dict().items():
         lines.append(f"\n[{sec}]")
@@ -108,7 +106,7 @@ def write_resolved_config(cfg: Config, path: Path) -> None:
             elif isinstance(v, str):
                 v = json.dumps(v)
             lines.append(f"{k} = {v}")
-    atomic.write_text(path, "\n".join(lines) + "\n")
+    files.write_text(path, "\n".join(lines) + "\n")
 
 
 def versions(devices: dict[str, Any]) -> dict[str, Any]:
@@ -126,21 +124,17 @@ def versions(devices: dict[str, Any]) -> dict[str, Any]:
 
 def save_model(model: Any, path: Path) -> None:
     """Keras writes in place; write beside and rename so a crash never leaves a torn .keras."""
+    import os
+
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
 
 
-def write_history(run: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, cols)
-    w.writeheader()
-    w.writerows(rows)
-    atomic.write_text(run / "history.csv", buf.getvalue())
-    plot_curves(rows, run / "curves.png")
+def write_history(run: RunFolder, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        run.write_history(rows)
+        plot_curves(rows, run.curves)
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
@@ -164,27 +158,25 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())
+    files.write_bytes(path, buf.getvalue())
 
 
 def preview_augmentations(cfg: Config, pairs: list, count: int, path: Path) -> Path:
     """A PNG grid of augmented training tiles with their mask contours (the seed's debug folders)."""
-    from skinseg.inference.render import grid, overlay
     from skinseg.shared.images import encode
+    from skinseg.shared.render import grid, overlay
     from skinseg.training.augment import Augmenter
-    from skinseg.training.data import INTERPOLATION, load_pair
+    from skinseg.training.data import load_pair
 
-    tile = (cfg.model.image_height, cfg.model.image_width)
-    aug = Augmenter(cfg.augmentor, tile, True, cfg.generator.augmentation, cfg.train.seed)
+    aug = Augmenter(cfg.augmentor, cfg.tile, True, cfg.generator.augmentation, cfg.train.seed)
     cells, labels = [], []
     for i in range(count):
         img_path, mask_path = pairs[i % len(pairs)]
-        img, mask = load_pair(img_path, mask_path, cfg.model.working_scale,
-                              INTERPOLATION[cfg.dataset.resize_interpolation])
+        img, mask = load_pair(img_path, mask_path, cfg.model.working_scale, cfg.resize)
         a, m = aug(img, mask, epoch=i // len(pairs), index=i)
         cells.append(overlay(a, m > 0, alpha=0.25))
         labels.append(img_path.stem)
-    atomic.write_bytes(path, encode(".png", grid(cells, labels, cols=min(6, count))))
+    files.write_bytes(path, encode(".png", grid(cells, labels, cols=min(6, count))))
     return path
 
 
@@ -254,183 +246,246 @@ def _epoch_callback(total_epochs: int, steps: int, batch: int, quiet: bool, hist
     return EpochLog()
 
 
-class _Stop(Exception):
-    pass
+ARCHITECTURES = {("resnet50", "standard"): "the seed's DeepLabV3+",
+                 ("mobilenetv2", "separable"): "skinseg's edge model"}
+
+
+class Trainer:
+    """One training run from a config (or a run folder to resume); `run()` performs the steps."""
+
+    def __init__(self, config: Path | None, resume: Path | None = None, epochs: int | None = None,
+                 quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.resuming = resume is not None
+        if resume is not None:
+            run = RunFolder(resume)
+            if not run.last.is_file() or not run.state.is_file():
+                raise SkinsegError(f"--resume {resume}: no last.keras/state.json there; give a run folder of "
+                                   "skinseg train")
+            self.state = run.read_state()
+            self.cfg = load_config(run.config, ui.warn)
+            self.run_dir: RunFolder | None = run
+        elif config is None:
+            raise SkinsegError("give a config file (skinseg init-config writes one) or --resume RUN_DIR")
+        else:
+            self.cfg = load_config(config, ui.warn)
+            self.state = {"epoch": 0, "best": None}
+            self.run_dir = None
+        if epochs:
+            self.cfg.train.epochs = epochs
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def run_folder(self) -> RunFolder:
+        assert self.run_dir is not None
+        return self.run_dir
+
+    # -- steps ---------------------------------------------------------------------------------
+    def run(self) -> Path:
+        self.check_data()
+        if self.resuming and int(self.state.get("epoch", 0)) >= self.cfg.train.epochs:
+            ui.info(f"{self.run_folder.path} already finished {self.state['epoch']} epochs")
+            return self.run_folder.path
+        self.open_run()
+        try:
+            self.load_data()
+            self.build_model()
+            self.fit()
+        except BaseException:
+            self.discard_if_empty()
+            raise
+        if not self.quiet:
+            self.summary()
+        return self.run_folder.path
+
+    def check_data(self) -> None:
+        self.train_pairs, self.val_pairs, self.data_summary = preflight(self.cfg, self.quiet)
+
+    def preview(self, count: int) -> Path:
+        out = Path(self.cfg.train.runs_dir) / f"{self.cfg.train.name}-augmentations.png"
+        files.ensure_writable_dir(out.parent)
+        preview_augmentations(self.cfg, self.train_pairs, count, out)
+        ui.out.print(f"augmentation preview: {out}")
+        return out
+
+    def open_run(self) -> None:
+        cfg = self.cfg
+        self.devices = setup_devices(cfg.train.mixed_precision, cfg.train.seed)
+        if self.run_dir is None:
+            self.run_dir = RunFolder.create(cfg.train.runs_dir, cfg.train.name)
+            write_resolved_config(cfg, self.run_folder.config)
+        run = self.run_folder
+        files.write_json(run.data, self.data_summary)
+        files.write_json(run.versions, versions(self.devices))
+        if not self.quiet:
+            m, d = cfg.model, self.devices
+            arch = ARCHITECTURES.get((m.backbone, m.decoder), "")
+            ui.info(f"[bold]skinseg train[/] DeepLabV3+ {m.backbone} + {m.decoder} decoder"
+                    + (f" ({arch})" if arch else "") + f", tile {cfg.tile[0]}x{cfg.tile[1]}, "
+                    f"scale {m.working_scale or 'native'} -> {run.path}")
+            if m.backbone != "mobilenetv2" or m.decoder != "separable":
+                ui.info("  for edge devices, backbone = mobilenetv2 with decoder = separable is several times "
+                        "faster")
+            where = ", ".join(d["gpus"]) or f"CPU ({d['cpu threads']} threads)"
+            ui.info(f"  devices: {where}, {d['replicas']} replica{'s' if d['replicas'] > 1 else ''}, "
+                    f"{d['precision']}, Keras on {d['backend']}")
+            ui.info(f"  data: {len(self.train_pairs)} train / {len(self.val_pairs)} valid pairs")
+        if cfg.generator.debug:
+            preview_augmentations(cfg, self.train_pairs, 12, run.augmentations)
+
+    def load_data(self) -> None:
+        from skinseg.training.augment import Augmenter
+        from skinseg.training.data import PairSet, batch_sequence, eval_arrays, train_dataset
+
+        cfg = self.cfg
+        train_set = PairSet(self.train_pairs, cfg.model.working_scale, cfg.resize)
+        val_set = PairSet(self.val_pairs, cfg.model.working_scale, cfg.resize)
+        with ui.progress(transient=True, disable=self.quiet) as bar:
+            if cfg.train.cache:
+                t = bar.add_task("decoding train at working scale", total=len(train_set))
+                train_set.cache(lambda: bar.advance(t))
+                warn_small_images(cfg, self.train_pairs, train_set.images or [])
+            t = bar.add_task("decoding valid", total=len(val_set))
+            val_set.cache(lambda: bar.advance(t))
+        self.batch = cfg.train.batch_size * self.devices["replicas"]
+        self.steps = cfg.train.steps_per_epoch or max(1, len(train_set) // self.batch)
+        self.state.pop("interrupted", None)
+        self.first = int(self.state["epoch"])
+        seed = cfg.train.seed
+        train_aug = Augmenter(cfg.augmentor, cfg.tile, True, cfg.generator.augmentation, seed)
+        val_aug = Augmenter(cfg.augmentor, cfg.tile, False, False, seed)
+        self.on_tf = self.devices["backend"] == "tensorflow"
+        self.ds_train = (train_dataset(train_set, train_aug, cfg.tile, self.batch, self.steps, self.first,
+                                       cfg.train.epochs, seed) if self.on_tf
+                         else batch_sequence(train_set, train_aug, self.batch, self.steps, self.first, seed))
+        self.val_x, self.val_y = eval_arrays(val_set, val_aug, cfg.tile, cfg.train.validation_steps, self.batch)
+        self.recal_batches = []
+        if cfg.train.bn_recalibration:
+            rng = np.random.default_rng(seed)
+            picks = rng.permutation(len(train_set))[: cfg.train.bn_recalibration * self.batch]
+            tiles = [val_aug(*train_set.get(int(i)), 0, int(i))[0] for i in picks]
+            self.recal_batches = [np.stack(tiles[i : i + self.batch]).astype(np.float32)
+                                  for i in range(0, len(tiles), self.batch)]
+
+    def build_model(self) -> None:
+        import keras
+
+        from skinseg.training.losses import LOSSES, Overlap
+        from skinseg.training.model import model_from_config
+
+        cfg, run = self.cfg, self.run_folder
+        strategy = self.devices["_strategy"]
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            if self.resuming:
+                try:
+                    self.model = keras.saving.load_model(run.last, safe_mode=True)
+                except Exception as exc:
+                    raise SkinsegError(f"--resume: {run.last} cannot be loaded (damaged or truncated: "
+                                       f"{str(exc).splitlines()[0][:150]}); start a new run or restore it") from exc
+                self.history = [r for r in run.read_history() if int(r["epoch"]) <= self.first]
+            else:
+                self.model = model_from_config(cfg)
+                lr: Any = cfg.model.learning_rate
+                if cfg.train.schedule == "cosine":
+                    lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train.epochs * self.steps,
+                                                                alpha=0.01)
+                clip = {"clipvalue": cfg.model.clipvalue} if cfg.model.clipvalue else {}
+                opt = (keras.optimizers.AdamW(lr, weight_decay=cfg.model.weight_decay, **clip)
+                       if cfg.model.optimizer == "AdamW" else keras.optimizers.Adam(lr, **clip))
+                self.model.compile(opt, loss=LOSSES[cfg.model.loss],
+                                   metrics=[Overlap("dice"), Overlap("jaccard"),
+                                            keras.metrics.BinaryAccuracy(name="binary_accuracy")],
+                                   jit_compile=cfg.train.jit_compile or not self.on_tf)  # un-jitted JAX: op by op
+        if cfg.model.show_summary and not self.quiet:
+            self.model.summary(print_fn=lambda s, **_: ui.info(s))
+
+    def validate(self, model: Any) -> dict[str, float]:
+        if self.recal_batches:
+            recalibrate_bn(model, self.recal_batches)
+        res = model.evaluate(self.val_x, self.val_y, batch_size=self.batch, verbose=0, return_dict=True)
+        return {f"val_{k}": float(v) for k, v in res.items()}
+
+    def on_epoch(self, epoch: int, row: dict[str, Any], model: Any) -> str:
+        """Bookkeeping after each epoch: best.keras when the monitored value improved, last.keras, state."""
+        run, state, monitor = self.run_folder, self.state, self.cfg.train.monitor
+        value = row.get(monitor)
+        better = (value is not None and (state["best"] is None or
+                                         (value < state["best"] if monitor == "val_loss" else value > state["best"])))
+        if better:
+            state.update(best=value, best_epoch=epoch)
+            save_model(model, run.best)
+        save_model(model, run.last)
+        state["epoch"] = epoch
+        run.write_state(state)
+        write_history(run, self.history)
+        return "[green]* best[/]" if better else ""
+
+    def callbacks(self) -> list[Any]:
+        import keras
+
+        cfg = self.cfg
+        cbs: list[Any] = [_epoch_callback(cfg.train.epochs, self.steps, self.batch, self.quiet, self.history,
+                                          self.on_epoch, self.validate)]
+        if self.on_tf:  # keras' TensorBoard callback writes through tf.summary
+            cbs.append(keras.callbacks.TensorBoard(str(self.run_folder.tensorboard), write_graph=False,
+                                                   profile_batch=0))
+        if cfg.train.schedule == "plateau" and cfg.train.learning_rate_reducer:
+            cbs.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=cfg.train.reducer_patience,
+                                                         min_lr=1e-6, verbose=0))
+        if cfg.train.patience:
+            monitor = cfg.train.monitor
+            cbs.append(keras.callbacks.EarlyStopping(monitor, patience=cfg.train.patience,
+                                                     mode="min" if monitor == "val_loss" else "max",
+                                                     start_from_epoch=cfg.train.min_epochs))
+        return cbs
+
+    def fit(self) -> None:
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        run = self.run_folder
+        old = signal.signal(signal.SIGTERM, _term)
+        t0 = time.perf_counter()
+        try:
+            self.model.fit(self.ds_train, epochs=self.cfg.train.epochs, initial_epoch=self.first,
+                           steps_per_epoch=self.steps if self.on_tf else None, callbacks=self.callbacks(), verbose=0,
+                           shuffle=False)
+        except KeyboardInterrupt:
+            save_model(self.model, run.last)
+            write_history(run, self.history)
+            run.write_state(self.state | {"interrupted": True})
+            ui.warn(f"interrupted after {self.state['epoch']} complete epochs: saved last.keras and history; "
+                    f"continue with: skinseg train --resume {run.path}")
+            raise SystemExit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        self.state["seconds"] = round(self.state.get("seconds", 0) + time.perf_counter() - t0, 1)
+        self.state["finished"] = True
+        run.write_state(self.state)
+
+    def discard_if_empty(self) -> None:
+        """A new run that failed before its first checkpoint leaves no folder behind."""
+        run = self.run_dir
+        if run is not None and not self.resuming and not run.best.exists() and not run.last.exists():
+            shutil.rmtree(run.path, ignore_errors=True)
+
+    def summary(self) -> None:
+        run, state = self.run_folder, self.state
+        best = next((r for r in self.history if int(r["epoch"]) == state.get("best_epoch")), {})
+        rows = [["epochs", state["epoch"]], ["best epoch", f"{state.get('best_epoch')} ({self.cfg.train.monitor})"]]
+        rows += [[k, f"{float(best[k]):.4f}"] for k in ("val_dice", "val_jaccard", "val_loss") if k in best]
+        rows += [["time", f"{state.get('seconds', 0) / 60:.1f} min"], ["run folder", run.path]]
+        ui.table(f"skinseg train: {run.path.name}", ["", ""], rows,
+                 caption="val_* are Keras figures on validation tiles (validation_steps); `skinseg export` "
+                         "reports whole-image Jaccard through the engine")
+        ui.out.print(f"next: skinseg export {run.path}")
 
 
 def train(config: Path | None, resume: Path | None = None, preview: int = 0, quiet: bool = False,
           epochs: int | None = None) -> Path:
-    """Train from a config (or resume a run folder); returns the run folder."""
-    if resume is not None:
-        resume = Path(resume)
-        if not (resume / "last.keras").is_file() or not (resume / "state.json").is_file():
-            raise SkinsegError(f"--resume {resume}: no last.keras/state.json there; give a run folder of skinseg train")
-        cfg = load_config(resume / "config.ini", ui.warn)
-    elif config is None:
-        raise SkinsegError("give a config file (skinseg init-config writes one) or --resume RUN_DIR")
-    else:
-        cfg = load_config(config, ui.warn)
-    if epochs:
-        cfg.train.epochs = epochs
-    train_pairs, val_pairs, summary = preflight(cfg, quiet)
-    tile = (cfg.model.image_height, cfg.model.image_width)
-
+    """Train from a config (or resume a run folder); returns the run folder (or the preview PNG)."""
+    trainer = Trainer(config, resume, epochs, quiet)
     if preview:
-        out = Path(cfg.train.runs_dir) / f"{cfg.train.name}-augmentations.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        preview_augmentations(cfg, train_pairs, preview, out)
-        ui.out.print(f"augmentation preview: {out}")
-        return out
-
-    devices = setup_devices(cfg.train.mixed_precision, cfg.train.seed)
-    import keras
-
-    from skinseg.training.augment import Augmenter
-    from skinseg.training.data import INTERPOLATION, PairSet, batch_sequence, eval_arrays, train_dataset
-    from skinseg.training.losses import LOSSES, Overlap
-    from skinseg.training.model import model_from_config
-
-    run = resume or new_run_dir(cfg)
-    if not resume:
-        write_resolved_config(cfg, run / "config.ini")
-    atomic.write_json(run / "data.json", summary)
-    atomic.write_json(run / "versions.json", versions(devices))
-    if not quiet:
-        ui.info(f"[bold]skinseg train[/] {cfg.model.backbone}+{cfg.model.decoder} tile {tile[0]}x{tile[1]} "
-                f"scale {cfg.model.working_scale} -> {run}")
-        ui.info(f"  devices: {', '.join(devices['gpus']) or 'CPU'} ({devices['cpu threads']} threads), "
-                f"precision {devices['precision']}, {devices['strategy']} x{devices['replicas']}")
-        ui.info(f"  data: {len(train_pairs)} train / {len(val_pairs)} valid pairs")
-    if cfg.generator.debug:
-        preview_augmentations(cfg, train_pairs, 12, run / "augmentations.png")
-
-    interp = INTERPOLATION[cfg.dataset.resize_interpolation]
-    train_set = PairSet(train_pairs, cfg.model.working_scale, interp)
-    val_set = PairSet(val_pairs, cfg.model.working_scale, interp)
-    with ui.progress(transient=True, disable=quiet) as bar:
-        if cfg.train.cache:
-            t = bar.add_task("decoding train at working scale", total=len(train_set))
-            train_set.cache(lambda: bar.advance(t))
-        t = bar.add_task("decoding valid", total=len(val_set))
-        val_set.cache(lambda: bar.advance(t))
-
-    batch = cfg.train.batch_size * devices["replicas"]
-    steps = cfg.train.steps_per_epoch or max(1, len(train_set) // batch)
-    state = json.loads((run / "state.json").read_text()) if resume else {"epoch": 0, "best": None}
-    state.pop("interrupted", None)
-    first = int(state["epoch"])
-    if first >= cfg.train.epochs:
-        ui.info(f"{run} already finished {first} epochs")
-        return run
-    seed = cfg.train.seed
-    train_aug = Augmenter(cfg.augmentor, tile, True, cfg.generator.augmentation, seed)
-    val_aug = Augmenter(cfg.augmentor, tile, False, False, seed)
-    on_tf = devices["backend"] == "tensorflow"
-    ds_train = (train_dataset(train_set, train_aug, tile, batch, steps, first, cfg.train.epochs, seed) if on_tf
-                else batch_sequence(train_set, train_aug, batch, steps, first, seed))
-    val_x, val_y = eval_arrays(val_set, val_aug, tile, cfg.train.validation_steps, batch)
-
-    strategy = devices["_strategy"]
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        if resume:
-            model = keras.saving.load_model(run / "last.keras", safe_mode=True)
-        else:
-            model = model_from_config(cfg)
-            lr: Any = cfg.model.learning_rate
-            if cfg.train.schedule == "cosine":
-                lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train.epochs * steps, alpha=0.01)
-            clip = {"clipvalue": cfg.model.clipvalue} if cfg.model.clipvalue else {}
-            opt = (keras.optimizers.AdamW(lr, weight_decay=cfg.model.weight_decay, **clip)
-                   if cfg.model.optimizer == "AdamW" else keras.optimizers.Adam(lr, **clip))
-            model.compile(opt, loss=LOSSES[cfg.model.loss],
-                          metrics=[Overlap("dice"), Overlap("jaccard"),
-                                   keras.metrics.BinaryAccuracy(name="binary_accuracy")],
-                          jit_compile=cfg.train.jit_compile or not on_tf)  # JAX/PyTorch un-jitted run op by op
-    if cfg.model.show_summary and not quiet:
-        model.summary(print_fn=lambda s, **_: ui.info(s))
-
-    monitor = cfg.train.monitor
-    better = (lambda a, b: b is None or a < b) if monitor == "val_loss" else (lambda a, b: b is None or a > b)
-    history: list[dict[str, Any]] = []
-    if resume and (run / "history.csv").is_file():
-        with open(run / "history.csv", newline="") as fh:
-            history = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= first]
-
-    def on_epoch(epoch: int, row: dict[str, Any], m: Any) -> str:
-        mark = ""
-        value = row.get(monitor)
-        if value is not None and better(value, state["best"]):
-            state.update(best=value, best_epoch=epoch)
-            save_model(m, run / "best.keras")
-            mark = "[green]* best[/]"
-        save_model(m, run / "last.keras")
-        state["epoch"] = epoch
-        atomic.write_json(run / "state.json", state)
-        write_history(run, history)
-        return mark
-
-    recal_batches = []
-    if cfg.train.bn_recalibration:
-        rng = np.random.default_rng(seed)
-        picks = rng.permutation(len(train_set))[: cfg.train.bn_recalibration * batch]
-        tiles = [val_aug(*train_set.get(int(i)), 0, int(i))[0] for i in picks]
-        recal_batches = [np.stack(tiles[i : i + batch]).astype(np.float32) for i in range(0, len(tiles), batch)]
-
-    def validate(m: Any) -> dict[str, float]:
-        if recal_batches:
-            recalibrate_bn(m, recal_batches)
-        res = m.evaluate(val_x, val_y, batch_size=batch, verbose=0, return_dict=True)
-        return {f"val_{k}": float(v) for k, v in res.items()}
-
-    callbacks: list[Any] = [_epoch_callback(cfg.train.epochs, steps, batch, quiet, history, on_epoch, validate)]
-    if on_tf:  # keras' TensorBoard callback writes through tf.summary
-        callbacks.append(keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0))
-    if cfg.train.schedule == "plateau" and cfg.train.learning_rate_reducer:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=cfg.train.reducer_patience,
-                                                           min_lr=1e-6, verbose=0))
-    if cfg.train.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=cfg.train.patience,
-                                                       mode="min" if monitor == "val_loss" else "max",
-                                                       start_from_epoch=cfg.train.min_epochs))
-
-    def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, _term)
-    t0 = time.perf_counter()
-    try:
-        model.fit(ds_train, epochs=cfg.train.epochs, initial_epoch=first, steps_per_epoch=steps if on_tf else None,
-                  callbacks=callbacks, verbose=0, shuffle=False)
-    except KeyboardInterrupt:
-        save_model(model, run / "last.keras")
-        write_history(run, history)
-        atomic.write_json(run / "state.json", state | {"interrupted": True})
-        ui.warn(f"interrupted after {state['epoch']} complete epochs: saved last.keras and history; "
-                f"continue with: skinseg train --resume {run}")
-        raise SystemExit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    state["seconds"] = round(state.get("seconds", 0) + time.perf_counter() - t0, 1)
-    state["finished"] = True
-    atomic.write_json(run / "state.json", state)
-    if not quiet:
-        _summary(run, state, history, cfg)
-    return run
-
-
-def _summary(run: Path, state: dict[str, Any], history: list[dict[str, Any]], cfg: Config) -> None:
-    from rich.table import Table
-
-    best = next((r for r in history if int(r["epoch"]) == state.get("best_epoch")), {})
-    t = Table(title=f"skinseg train: {run.name}", show_header=False)
-    t.add_column("", style="bold")
-    t.add_column("")
-    t.add_row("epochs", str(state["epoch"]))
-    t.add_row("best epoch", f"{state.get('best_epoch')} ({cfg.train.monitor})")
-    for k in ("val_dice", "val_jaccard", "val_loss"):
-        if k in best:
-            t.add_row(k, f"{float(best[k]):.4f}")
-    t.add_row("time", f"{state.get('seconds', 0) / 60:.1f} min")
-    t.add_row("run folder", str(run))
-    ui.out.print(t)
-    ui.out.print(f"next: skinseg export {run}")
+        trainer.check_data()
+        return trainer.preview(preview)
+    return trainer.run()

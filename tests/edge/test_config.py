@@ -31,8 +31,8 @@ def _write(tmp_path, text):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[train]\nepochs = ten\n", r"\[train\] epochs = ten: expected an integer >= 1"),
-        ("[train]\nbatch_size = 0\n", r"\[train\] batch_size = 0: expected a number >= 1"),
+        ("[train]\nepochs = ten\n", r"\[train\] epochs = ten: expected an integer between 1 and 100000"),
+        ("[train]\nbatch_size = 0\n", r"\[train\] batch_size = 0: expected a number between 1 and 4096"),
         ("[model]\nbackbone = vgg\n", r"\[model\] backbone = vgg: expected one of mobilenetv2, resnet50"),
         ("[augmentor]\nhflip = maybe\n", r"\[augmentor\] hflip = maybe: expected True or False"),
         ("[augmentor]\nangles = 90deg\n", r"\[augmentor\] angles = 90deg: expected a list"),
@@ -47,10 +47,15 @@ def test_errors_name_file_section_key_value_and_expectation(tmp_path, text, mess
     assert str(p) in str(err.value)
 
 
-def test_unknown_keys_and_sections_warn_with_closest_match(tmp_path):
+def test_unknown_key_is_an_error_naming_the_closest_key(tmp_path):
+    """A typo (`epoch = 3`) must not train the default 100 epochs with a warning lost in TensorFlow's logs."""
+    with pytest.raises(SkinsegError, match=r"\[train\] unknown key 'epoch'; did you mean 'epochs'\?"):
+        load_config(_write(tmp_path, "[train]\nepoch = 3\n"))
+
+
+def test_unknown_section_warns_with_closest_match(tmp_path):
     warnings = []
-    load_config(_write(tmp_path, "[train]\nepoch = 3\n[augmentr]\nhflip = True\n"), warnings.append)
-    assert any("unknown key 'epoch'" in w and "'epochs'" in w for w in warnings)
+    load_config(_write(tmp_path, "[augmentr]\nhflip = True\n"), warnings.append)
     assert any("[augmentr]" in w and "[augmentor]" in w for w in warnings)
 
 
@@ -76,6 +81,8 @@ def test_template_has_every_key_and_round_trips_to_defaults(tmp_path):
                 assert got == pytest.approx(128 / 255)
             elif k == "name":
                 assert got == "c"
+            elif key.type == "scale":
+                assert got == (None if want[sec][k] == "native" else want[sec][k]), (sec, k)
             else:
                 assert got == want[sec][k], (sec, k)
 

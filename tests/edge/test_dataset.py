@@ -9,8 +9,8 @@ from skinseg.cli import app
 from skinseg.shared.dataset import collect_images, pair_images_masks
 from skinseg.shared.images import encode
 from skinseg.shared.synthetic import write_dataset
+from tests.realdata import ISIC256
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic2018-task1-256"
 
 
 def test_pairing_rules_case_insensitive():
@@ -71,6 +71,6 @@ def test_check_data_names_every_problem(tmp_path):
 
 
 def test_check_data_real_dataset_is_clean():
-    res = CliRunner().invoke(app, ["check-data", str(REAL), "-q"], terminal_width=200)
+    res = CliRunner().invoke(app, ["check-data", str(ISIC256), "-q"], terminal_width=200)
     assert res.exit_code == 0, res.output
-    assert "2090 usable pairs, 0 problems" in res.output
+    assert "48 usable pairs, 0 problems" in res.output

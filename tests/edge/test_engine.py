@@ -14,7 +14,7 @@ NO_POST = {"keep": "all", "fill_holes": False}
 @pytest.mark.parametrize("output", ["probability", "logits", "softmax"])
 def test_known_model_gives_exact_mask(tmp_path, layout, dtype, output):
     model = make_model(tmp_path / "m.onnx", layout=layout, dtype=dtype, output=output)
-    seg = Segmenter(model, "cpu", tile=64, scale="native", post=NO_POST)
+    seg = Segmenter(model, "cpu", tile=64, scale=None, post=NO_POST)
     img = stripes(150, 230)
     pred = seg.predict(img)
     assert pred.mask.shape == (150, 230) and pred.probability.shape == (150, 230)
@@ -26,14 +26,14 @@ def test_known_model_gives_exact_mask(tmp_path, layout, dtype, output):
 @pytest.mark.parametrize("batch", [None, 1, 3])
 def test_fixed_tile_and_fixed_batch(tmp_path, batch):
     model = make_model(tmp_path / "m.onnx", tile=(48, 64), batch=batch, output_rank=3)
-    seg = Segmenter(model, "cpu", scale="native", batch=4, post=NO_POST)
+    seg = Segmenter(model, "cpu", scale=None, batch=4, post=NO_POST)
     assert seg.tile == (48, 64)
     img = stripes(101, 333)
     np.testing.assert_array_equal(seg.predict(img).mask, expected_probability(img) >= 0.5)
 
 
 def test_image_smaller_than_tile_is_padded_and_cropped(tmp_path):
-    seg = Segmenter(make_model(tmp_path / "m.onnx", tile=(64, 64)), "cpu", scale="native", post=NO_POST)
+    seg = Segmenter(make_model(tmp_path / "m.onnx", tile=(64, 64)), "cpu", scale=None, post=NO_POST)
     for shape in [(1, 1), (10, 100), (63, 2)]:
         img = stripes(*shape)
         pred = seg.predict(img)
@@ -45,28 +45,28 @@ def test_tiled_agrees_with_whole_image_prediction(tmp_path):
     model = make_model(tmp_path / "box.onnx", box=7)
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
-    whole = Segmenter(model, "cpu", tile=(300, 420), scale="native", post=NO_POST).predict(img).probability
-    tiled = Segmenter(model, "cpu", tile=96, overlap=0.5, scale="native", post=NO_POST).predict(img).probability
+    whole = Segmenter(model, "cpu", tile=(300, 420), scale=None, post=NO_POST).predict(img).probability
+    tiled = Segmenter(model, "cpu", tile=96, overlap=0.5, scale=None, post=NO_POST).predict(img).probability
     diff = np.abs(whole - tiled)
     assert diff.mean() < 2e-4 and diff.max() < 0.02
     # without Gaussian-weighted overlap the seams are visibly worse
-    seams = Segmenter(model, "cpu", tile=96, overlap=0.0, scale="native", post=NO_POST).predict(img).probability
+    seams = Segmenter(model, "cpu", tile=96, overlap=0.0, scale=None, post=NO_POST).predict(img).probability
     assert np.abs(whole - seams).max() > diff.max()
 
 
 def test_tta_on_flip_invariant_model_changes_nothing(tmp_path):
     model = make_model(tmp_path / "m.onnx", box=3)
     img = stripes(120, 90)
-    a = Segmenter(model, "cpu", tile=64, scale="native").predict(img).probability
-    b = Segmenter(model, "cpu", tile=64, scale="native", tta=True).predict(img).probability
+    a = Segmenter(model, "cpu", tile=64, scale=None).predict(img).probability
+    b = Segmenter(model, "cpu", tile=64, scale=None, tta=True).predict(img).probability
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_io_binding_matches_plain_run(tmp_path):
     model = make_model(tmp_path / "m.onnx")
     img = stripes(100, 100)
-    a = Segmenter(model, "cpu", tile=64, scale="native", io_binding=False).predict(img).probability
-    b = Segmenter(model, "cpu", tile=64, scale="native", io_binding=True).predict(img).probability
+    a = Segmenter(model, "cpu", tile=64, scale=None, io_binding=False).predict(img).probability
+    b = Segmenter(model, "cpu", tile=64, scale=None, io_binding=True).predict(img).probability
     np.testing.assert_array_equal(a, b)
 
 
@@ -87,7 +87,7 @@ def test_working_scale_output_at_input_resolution_and_reduced_decode(tmp_path):
     truth = img[..., 0] < 128
     iou = (pred.mask & truth).sum() / (pred.mask | truth).sum()
     assert iou > 0.98
-    native = Segmenter(model, "cpu", scale="native")
+    native = Segmenter(model, "cpu", scale=None)
     assert native.load(path).reduce == 1
 
 
@@ -96,13 +96,13 @@ def test_metadata_and_flags(tmp_path):
                                                         "skinseg.tile_width": "48", "skinseg.input_range": "0,255"})
     seg = Segmenter(model, "cpu")
     assert seg.tile == (32, 48) and seg.spec.input_max == 255.0 and seg.spec.self_describing
-    assert Segmenter(model, "cpu", tile="40x56").tile == (40, 56)
+    assert Segmenter(model, "cpu", tile=(40, 56)).tile == (40, 56)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"tile": "32"}, "fixed at 48x64"), ({"scale": "big"}, "--scale"), ({"overlap": 1.0}, "--overlap"),
-     ({"batch": -1}, "--batch"), ({"provider": "warp"}, "unknown --provider")],
+    [({"tile": 32}, "fixed at 48x64"), ({"scale": 3}, "working scale 3"), ({"scale": 10**8}, "working scale"),
+     ({"overlap": 1.0}, "overlap 1.0"), ({"batch": -1}, "batch -1"), ({"provider": "warp"}, "unknown --provider")],
 )
 def test_bad_options_are_user_errors(tmp_path, kwargs, message):
     model = make_model(tmp_path / "m.onnx", tile=(48, 64))

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from skinseg.cli import app
 from skinseg.shared.images import binarize, encode, read_image, read_mask
 from tests.onnx_factory import make_model
+from tests.realdata import ISIC256
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic2018-task1-256" / "test"
+REAL = ISIC256 / "test"
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from skinseg.cli import app
-from skinseg.shared import atomic
+from skinseg.shared import files
 from skinseg.shared.errors import SkinsegError
 from tests.onnx_factory import make_model
 
@@ -31,7 +31,7 @@ def test_disk_full_gives_clear_error_and_no_partial_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
     with pytest.raises(SkinsegError, match="disk full while writing"):
-        atomic.write_bytes(target, b"x" * 100)
+        files.write_bytes(target, b"x" * 100)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from skinseg.cli import app
 from skinseg.shared.images import encode, read_image, read_mask
 from tests.onnx_factory import expected_probability, make_model, stripes
+from tests.realdata import FULLRES
 
 runner = CliRunner()
-FULLRES = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic-fullres" / "images"
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_duplicate_stems_get_distinct_outputs(tmp_path, model):
 
 
 def test_real_fullres_images_keep_their_size(tmp_path, model):
-    picks = sorted(FULLRES.glob("*.jpg"))[:2]
+    picks = sorted((FULLRES / "images").glob("*.jpg"))[:2]
     assert picks, f"real data missing at {FULLRES}"
     d = tmp_path / "real"
     d.mkdir()

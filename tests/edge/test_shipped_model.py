@@ -1,35 +1,55 @@
-"""The shipped model segments real full-resolution dermoscopy images through the engine infer uses.
+"""The shipped model segments real dermoscopy images through the engine infer uses.
 
 A guard against shipping a broken or mis-described model (wrong scale, channel order, threshold), not
-a benchmark: 21 of these 22 images were also in the training or validation data, downscaled.
+a benchmark: the full-resolution fixtures were also in the training or validation data, downscaled.
 """
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from skinseg.evaluation.metrics import scores
 from skinseg.inference.segmenter import Segmenter
-from skinseg.shared.dataset import pair_images_masks
+from skinseg.shared.dataset import split_pairs
 from skinseg.shared.images import binarize, read_mask
+from tests.realdata import FULLRES, ISIC256, SHARED_DATA
 
-FULLRES = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic-fullres"
-MIN_MEAN_JACCARD = 0.85  # the shipped models score about 0.90 here; a mis-described model scores far less
+MIN_MEAN_JACCARD = 0.85  # the shipped models score about 0.90 at full resolution; a mis-described one far less
+MIN_TEST_JACCARD = 0.70  # held-out 256x192 test fixtures: the shipped model's test mean is 0.81
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_shipped_model_finds_lesions_at_full_resolution(precision):
-    images, masks = sorted((FULLRES / "images").glob("*.jpg")), sorted((FULLRES / "masks").glob("*.png"))
-    pairs = pair_images_masks(images, masks).pairs
-    assert len(pairs) >= 20, f"real data missing at {FULLRES}"
-    seg = Segmenter(precision, "cpu")
+def mean_jaccard(seg: Segmenter, pairs) -> list[float]:
     jaccards = []
     for image, mask in pairs:
         truth = binarize(read_mask(mask))
         pred = seg.predict(image)
         assert pred.mask.shape == truth.shape
         jaccards.append(scores(pred.mask, truth, with_hd95=False)["jaccard"])
+    return jaccards
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_shipped_model_finds_lesions_at_full_resolution(precision):
+    pairs = split_pairs(FULLRES / "images", FULLRES / "masks").pairs
+    assert len(pairs) == 4
+    jaccards = mean_jaccard(Segmenter(precision, "cpu"), pairs)
     print(precision, np.round(jaccards, 3))
     assert np.mean(jaccards) >= MIN_MEAN_JACCARD
-    assert np.median(jaccards) >= MIN_MEAN_JACCARD
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_shipped_model_on_held_out_test_fixtures(precision):
+    pairs = split_pairs(ISIC256 / "test" / "images", ISIC256 / "test" / "masks").pairs
+    assert len(pairs) == 16
+    jaccards = mean_jaccard(Segmenter(precision, "cpu"), pairs)
+    print(precision, np.round(jaccards, 3))
+    assert np.mean(jaccards) >= MIN_TEST_JACCARD
+
+
+@pytest.mark.extended
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_shipped_model_on_all_22_fullres_images(precision):
+    root = SHARED_DATA / "isic-fullres"
+    pairs = split_pairs(root / "images", root / "masks").pairs
+    assert len(pairs) >= 20, f"extended check needs the full data at {root} (SKINSEG_DATA)"
+    jaccards = mean_jaccard(Segmenter(precision, "cpu"), pairs)
+    assert np.mean(jaccards) >= MIN_MEAN_JACCARD and np.median(jaccards) >= MIN_MEAN_JACCARD

@@ -1,13 +1,17 @@
-"""Atomic file writes: a reader (or a resumed run) sees a complete file or none at all."""
+"""Files: atomic writes (a reader, or a resumed run, sees a complete file or none at all), CSV
+and JSON records, content hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import hashlib
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,7 +25,8 @@ os.umask(_UMASK)  # read once: temporary files are 0600, finished files get the 
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary sibling of `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # A short temporary name: `.<name>.XXXXXXXX.part` of a 241-byte name would pass the 255-byte limit.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
@@ -49,6 +54,48 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+OUTPUT_MARKER = ".skinseg-output"  # in every folder skinseg writes results to: never read back as input
+
+
+def csv_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """Text cells that a spreadsheet would run as a formula (a file named `=cmd|...`) get a leading quote."""
+    return {k: ("'" + v if isinstance(v, str) and v.startswith(FORMULA_START) and not _number(v) else v)
+            for k, v in row.items()}
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def mark_output(folder: Path) -> None:
+    """Mark a folder as skinseg's output, so `infer -r` over a parent never ingests it."""
+    marker = Path(folder) / OUTPUT_MARKER
+    if not marker.exists():
+        marker.write_text("skinseg writes results here; skinseg never reads images from this folder\n")
+
+
+def write_csv(path: str | os.PathLike[str], columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
+    """A whole CSV table, written atomically (extra keys in rows are ignored)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
