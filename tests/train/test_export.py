@@ -15,7 +15,7 @@ from tests.edge.test_no_tensorflow import BLOCK_TF
 
 @pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory):
-    from skinseg.export import export
+    from skinseg.training.export import export
 
     out = tmp_path_factory.mktemp("export") / "model.onnx"
     rows = export(trained_run, opset=17, output=out, fp16=True, int8=True, force=True, quiet=True)
@@ -59,12 +59,13 @@ def test_engine_reads_metadata_without_tensorflow(exported, tmp_path):
         from skinseg import Segmenter
         seg = Segmenter({str(out)!r}, "cpu")
         assert seg.tile == (64, 64) and seg.scale == 64 and abs(seg.post.threshold - 0.45) < 1e-9, seg.describe()
-        meta = seg.spec.metadata
-        assert meta["skinseg.precision"] == "fp32" and meta["skinseg.backbone"] == "mobilenetv2"
-        assert json.loads(meta["skinseg.dataset"])["train"]["pairs"] == 240
-        assert json.loads(meta["skinseg.metrics"])["onnx_fp32"]["val_jaccard"] > 0.7
+        meta = seg.spec.metadata.provenance
+        assert meta["precision"] == "fp32" and meta["backbone"] == "mobilenetv2"
+        assert json.loads(meta["dataset"])["train"]["pairs"] == 240
+        assert json.loads(meta["metrics"])["onnx_fp32"]["val_jaccard"] > 0.7
         for key in ("versions", "opset", "created", "source_sha256", "config"):
-            assert meta["skinseg." + key], key
+            assert meta[key], key
+        assert seg.spec.metadata.format == "2" and seg.resize["image_down"] == "area"
         pred = seg.predict({str(images[0])!r})
         assert pred.mask.shape == (64, 64) and pred.mask.any()
     """)], capture_output=True, text=True, timeout=120)
@@ -72,10 +73,10 @@ def test_engine_reads_metadata_without_tensorflow(exported, tmp_path):
 
 
 def test_reported_agreement_is_right(exported):
-    from skinseg.export import mask_dice, mean_jaccard, validation_pairs
+    from skinseg.training.export import mask_dice, mean_jaccard, validation_pairs
 
     run, _, rows = exported
-    from skinseg.export import find_source
+    from skinseg.training.export import find_source
 
     pairs = validation_pairs(find_source(run), None)
     jac32, m32 = mean_jaccard(rows[0]["file"], pairs)

@@ -1,0 +1,112 @@
+"""One home per contract: the split rule, the working scale and resizes, model metadata, run folders.
+
+The two mismatches these homes removed: eval, export and check-data did not find the seed layout's
+masks beside `<split>/images`; and training resized images one way while the engine resized another,
+with nothing in the model to say which.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from skinseg.cli import app
+from skinseg.inference.segmenter import Segmenter
+from skinseg.shared import scale as scaling
+from skinseg.shared.dataset import locate_split, split_pairs
+from skinseg.shared.errors import SkinsegError
+from skinseg.shared.images import LoadedImage, encode
+from skinseg.shared.metadata import MetadataError, ModelMetadata
+from tests.onnx_factory import make_model, stripes
+from tests.realdata import ISIC256
+
+runner = CliRunner()
+
+
+def _seed_layout(tmp_path):
+    """A dataset in the seed's layout, and a config naming `<split>/images` without mask_datapath."""
+    root = tmp_path / "Skin-Cancer"
+    shutil.copytree(ISIC256, root)
+    cfg = tmp_path / "seed.ini"
+    cfg.write_text('[train]\nimage_datapath = "Skin-Cancer/train/images"\n[eval]\n'
+                   'image_datapath = "Skin-Cancer/valid/images"\n[test]\nimage_datapath = "Skin-Cancer/test/images"\n')
+    return root, cfg
+
+
+def test_split_rule_explicit_split_folder_beside_and_same(tmp_path):
+    root, _ = _seed_layout(tmp_path)
+    test = root / "test"
+    assert locate_split(test) == locate_split(test / "images") == locate_split(test / "images", test / "masks")
+    assert locate_split(test / "images").masks == test / "masks"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    assert locate_split(mixed).masks == mixed
+    assert len(split_pairs(*vars(locate_split(test / "images")).values()).pairs) == 16
+
+
+def test_check_data_and_eval_find_the_seed_layout_from_a_config(tmp_path):
+    root, cfg = _seed_layout(tmp_path)
+    res = runner.invoke(app, ["check-data", str(cfg), "-q"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "48 usable pairs, 0 problems" in res.output
+    model = make_model(tmp_path / "m.onnx", tile=(64, 64), metadata={"skinseg.format": "2"})
+    res = runner.invoke(app, ["eval", str(cfg), "--model", str(model), "-o", str(tmp_path / "ev"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["pairs"] == 16
+    res = runner.invoke(app, ["eval", "--images", str(root / "test" / "images"), "--model", str(model),
+                              "-o", str(tmp_path / "ev2"), "-q"])
+    assert res.exit_code == 0, res.output
+
+
+def test_engine_resizes_as_the_model_records(tmp_path):
+    """The same image reaches the model resized with the model's own method: cubic here."""
+    rgb = stripes(300, 400, seed=3)
+    cubic = make_model(tmp_path / "c.onnx", metadata={"skinseg.format": "2", "skinseg.scale": "128",
+                                                     "skinseg.resize": json.dumps({"image_down": "cubic"})})
+    plain = make_model(tmp_path / "a.onnx", metadata={"skinseg.format": "1", "skinseg.scale": "128"})
+    img = LoadedImage(rgb, 300, 400)
+    got_cubic = Segmenter(cubic, "cpu").to_working(img)
+    np.testing.assert_array_equal(got_cubic, scaling.to_working(rgb, (300, 400), 128, {"image_down": "cubic"}))
+    assert not np.array_equal(got_cubic, Segmenter(plain, "cpu").to_working(img))  # format 1: area
+    assert Segmenter(plain, "cpu").resize == scaling.DEFAULT_RESIZE
+
+
+def test_working_size_rounds_half_up():
+    assert scaling.working_size(1200, 1600, 256) == (192, 256)
+    assert scaling.working_size(3, 8, 4) == (2, 4)  # 1.5 -> 2
+    assert scaling.working_size(5, 8, 4) == (3, 4)  # 2.5 -> 3 (Python round() gives 2)
+    assert scaling.working_size(10, 10, None) == (10, 10)
+
+
+def test_metadata_round_trips_and_refuses_bad_values():
+    meta = ModelMetadata(tile=(192, 256), scale=256, threshold=0.45, resize={"image_down": "cubic"},
+                         postprocess={"blur": 2.0}, provenance={"precision": "int8"})
+    back = ModelMetadata.from_props(meta.to_props())
+    assert back.format == "2" and back.tile == (192, 256) and back.scale == 256 and back.threshold == 0.45
+    assert back.resize["image_down"] == "cubic" and back.postprocess["blur"] == 2.0
+    assert back.input_dtype == "uint8" and back.provenance["precision"] == "int8"
+    for key, value in [("scale", "-5"), ("scale", "abc"), ("threshold", "abc"), ("threshold", "1.5"),
+                       ("tile_height", "0"), ("postprocess", "{bad"), ("postprocess", '{"keep": "some"}'),
+                       ("resize", '{"image_down": "bicubic"}'), ("format", "9")]:
+        props = meta.to_props() | {f"skinseg.{key}": value}
+        with pytest.raises(MetadataError, match=f"skinseg.{key}"):
+            ModelMetadata.from_props(props)
+
+
+def test_invalid_metadata_is_a_model_error_not_a_silent_default(tmp_path):
+    model = make_model(tmp_path / "m.onnx", metadata={"skinseg.format": "2", "skinseg.scale": "-5"})
+    with pytest.raises(SkinsegError, match="skinseg.scale='-5' is invalid"):
+        Segmenter(model, "cpu")
+    img = tmp_path / "a.png"
+    img.write_bytes(encode(".png", stripes(40, 40)))
+    res = runner.invoke(app, ["infer", str(img), "--model", str(model), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "skinseg.scale" in res.output
+
+
+def test_input_dtype_in_metadata_must_match_the_graph(tmp_path):
+    model = make_model(tmp_path / "m.onnx", dtype="uint8", metadata={"skinseg.format": "2",
+                                                                   "skinseg.input_dtype": "float32"})
+    with pytest.raises(MetadataError, match="input_dtype float32"):
+        Segmenter(model, "cpu")
