@@ -214,9 +214,9 @@ class EvalRun:
             f"{r.summary['best_threshold']['threshold']:.2f} ({r.summary['best_threshold']['mean_jaccard']:.4f})"
             if "best_threshold" in r.summary else "" for r in results]])
         rows.append(["scored / errors", *[f"{len(r.ok)} / {r.summary['errors']}" for r in results]])
-        ui.table(title, ["metric", *self.labels], rows, right=tuple(range(1, len(results) + 1)),
-                 caption="models: " + ", ".join(f"{lab} = {s.model_path}" for lab, s in
-                                                 zip(self.labels, self.segs, strict=True)))
+        ui.table(title, ["metric", *self.labels], rows, right=tuple(range(1, len(results) + 1)))
+        for label, seg in zip(self.labels, self.segs, strict=True):  # which file each column scored
+            ui.out.print(f"{ui.escape(label)} = {ui.escape(str(seg.model_path))}", soft_wrap=True)
 
     @staticmethod
     def report_problems(results: list[ModelResult], problems: list[tuple[str, str]]) -> None:

@@ -378,7 +378,7 @@ class InferRun:
                     if progress:
                         progress.done(ok=True)
             finally:
-                for fut, _ in ahead:
+                for _, fut in ahead:
                     fut.cancel()
                 while writes:  # finished images are kept, also on Ctrl-C
                     finish_write()
