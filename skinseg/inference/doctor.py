@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from skinseg.inference.session import find_libraries
+from skinseg.inference.session import find_libraries, nvidia_driver
 
 
 def cpu_features() -> dict[str, Any]:
@@ -52,6 +52,7 @@ def report() -> dict[str, Any]:
         "platform": platform.platform(),
         "onnxruntime builds installed": runtimes or "none (pip install 'skinseg[cpu]')",
         "providers available": providers,
+        "nvidia driver": nvidia_driver() or "none (no NVIDIA GPU usable here)",
         "gpu libraries": find_libraries(),
         "cpu": cpu_features(),
         "numpy": _version("numpy"),
@@ -74,6 +75,8 @@ def problems(rep: dict[str, Any]) -> list[str]:
                    "each other: pip uninstall -y onnxruntime onnxruntime-gpu, then install one extra")
     if not isinstance(runtimes, dict):
         out.append("no ONNX Runtime installed: pip install 'skinseg[cpu]' or 'skinseg[gpu]'")
+    if rep["nvidia driver"].startswith("none") and any(rep["gpu libraries"].values()):
+        out.append("CUDA libraries are installed but there is no NVIDIA driver: GPU providers cannot run here")
     if "CUDAExecutionProvider" in rep["providers available"]:
         missing = [k for k, v in rep["gpu libraries"].items() if v is None and k != "TensorRT"]
         if missing:

@@ -87,8 +87,18 @@ def _preload_gpu_libraries() -> None:
             preload()
 
 
+def nvidia_driver() -> str | None:
+    """The NVIDIA kernel driver's version line, or None when this machine has no NVIDIA driver."""
+    try:
+        return Path("/proc/driver/nvidia/version").read_text().splitlines()[0].strip()
+    except (OSError, IndexError):
+        return None
+
+
 def _missing_reason(provider: str) -> str:
     ort = _ort()
+    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") and nvidia_driver() is None:
+        return "this machine has no NVIDIA driver, so no GPU to run on; reinstalling packages cannot help"
     if provider not in ort.get_available_providers():
         if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
             return ("this onnxruntime build has no GPU support: pip uninstall onnxruntime && "

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Without an NVIDIA driver TensorFlow's only GPU messages are its failed cuInit and absl noise on every
+# CPU run: hide them there (level 3); keep errors visible where a GPU could run.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if Path("/proc/driver/nvidia").exists() else "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 

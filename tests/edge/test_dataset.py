@@ -12,7 +12,6 @@ from skinseg.shared.synthetic import write_dataset
 from tests.realdata import ISIC256
 
 
-
 def test_pairing_rules_case_insensitive():
     images = [Path("a/ISIC_1.jpg"), Path("a/ISIC_2.JPG"), Path("a/isic_3.png"), Path("a/lonely.jpg")]
     masks = [Path("m/ISIC_1_segmentation.png"), Path("m/isic_2_Segmentation.png"), Path("m/ISIC_3.png"),
