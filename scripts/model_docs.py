@@ -30,10 +30,10 @@ def curves(runs: list[Path], out: Path) -> None:
 
 
 def samples(model: str, out: Path) -> None:
-    from skinseg.shared.render import grid, overlay
     from skinseg.inference.segmenter import Segmenter
     from skinseg.shared import files
     from skinseg.shared.images import encode, read_image
+    from skinseg.shared.render import grid, overlay
 
     seg = Segmenter(model, "cpu")
     cells, labels = [], []

@@ -222,10 +222,10 @@ class EvalRun:
     def report_problems(results: list[ModelResult], problems: list[tuple[str, str]]) -> None:
         """Name on screen every input that was not scored (not only in metrics.csv)."""
         for f, why in problems:
-            ui.warn(f"not scored: {f}: {why}")
+            ui.warn(f"not scored: {files.shown(f)}: {why}")
         seen: set[str] = set()
         for r in results:
             for row in r.rows:
                 if row["status"] != "ok" and row["file"] not in seen:
                     seen.add(row["file"])
-                    ui.warn(f"not scored: {row['file']}: {row['error']}")
+                    ui.warn(f"not scored: {files.shown(row['file'])}: {row['error']}")

@@ -31,6 +31,7 @@ from skinseg.inference.postprocess import mask_stats
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared import files
 from skinseg.shared.errors import InputError, SkinsegError
+from skinseg.shared.files import shown
 from skinseg.shared.images import binarize, encode, read_mask
 from skinseg.shared.render import overlay
 
@@ -39,12 +40,6 @@ COLUMNS = ["file", "status", "width", "height", "lesion_area_px", "lesion_fracti
 MAX_STEM_BYTES = 180  # output names stay far below the 255-byte file-name limit, temporary suffixes included
 # What must match for --resume to keep an earlier output (the rest, e.g. threads, changes no pixel).
 FINGERPRINT_KEYS = ("sha256", "tile", "scale", "resize", "overlap", "tta", "postprocess")
-
-
-def shown(path: Path | str) -> str:
-    """A path as text for results.csv and messages: names that are not valid UTF-8 keep their bytes as
-    \\x escapes instead of failing the CSV."""
-    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def safe_stem(stem: str) -> str:
@@ -307,7 +302,7 @@ class InferRun:
         summary.seconds = time.perf_counter() - t0
         order = {shown(j.path): i for i, j in enumerate(jobs)}
         summary.rows.sort(key=lambda r: order.get(r["file"], -1))
-        files.write_csv(self.results_path, COLUMNS, map(files.csv_safe, summary.rows))
+        files.write_csv(self.results_path, COLUMNS, summary.rows)
         self.journal_path.unlink(missing_ok=True)
         self._write_run_json("interrupted" if summary.interrupted else "finished", started, summary, len(jobs))
         return summary

@@ -60,10 +60,23 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 OUTPUT_MARKER = ".skinseg-output"  # in every folder skinseg writes results to: never read back as input
 
 
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path as text for CSV files and messages: names that are not valid UTF-8 keep their bytes as
+    \\x escapes instead of failing the write."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
 def csv_safe(row: dict[str, Any]) -> dict[str, Any]:
-    """Text cells that a spreadsheet would run as a formula (a file named `=cmd|...`) get a leading quote."""
-    return {k: ("'" + v if isinstance(v, str) and v.startswith(FORMULA_START) and not _number(v) else v)
-            for k, v in row.items()}
+    """Cells as valid UTF-8 text; text that a spreadsheet would run as a formula (a file named
+    `=cmd|...`) gets a leading quote."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, str):
+            v = shown(v)
+            if v.startswith(FORMULA_START) and not _number(v):
+                v = "'" + v
+        out[k] = v
+    return out
 
 
 def _number(text: str) -> bool:
@@ -86,7 +99,7 @@ def write_csv(path: str | os.PathLike[str], columns: list[str], rows: Iterable[d
     buf = io.StringIO()
     w = csv.DictWriter(buf, columns, extrasaction="ignore")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(map(csv_safe, rows))
     write_text(path, buf.getvalue())
 
 

@@ -51,7 +51,7 @@ def max_bytes() -> int:
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """The file's bytes, after checking it is a regular file (a FIFO would block forever) of sane size."""
     path = Path(path)
-    name = str(path).encode("utf-8", "backslashreplace").decode()
+    name = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
     try:
         st = path.stat()
         if stat.S_ISDIR(st.st_mode):

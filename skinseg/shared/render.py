@@ -47,6 +47,8 @@ def grid(cells: list[np.ndarray], labels: list[str], cols: int = 4, cell: int = 
         y0 = r * (cell + cap) + (cell - small.shape[0]) // 2
         x0 = c * cell + (cell - small.shape[1]) // 2
         out[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
-        cv2.putText(out, label[:40], (c * cell + 4, r * (cell + cap) + cell + 16),
+        # Hershey fonts draw ASCII only, and OpenCV crashes on a str holding surrogates (non-UTF-8 names)
+        text = label[:40].encode("ascii", "replace").decode("ascii")
+        cv2.putText(out, text, (c * cell + 4, r * (cell + cap) + cell + 16),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.42, (20, 20, 20), 1, cv2.LINE_AA)
     return out

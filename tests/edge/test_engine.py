@@ -115,7 +115,13 @@ def test_requested_provider_that_is_not_active_is_an_error(tmp_path, monkeypatch
     """ONNX Runtime silently falls back to the CPU; the engine must refuse instead."""
     import onnxruntime as ort
 
+    from skinseg.inference import session
+
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(session, "nvidia_driver", lambda: None)
+    with pytest.raises(SkinsegError, match="CUDAExecutionProvider is not active.*no NVIDIA driver.*cannot help"):
+        Segmenter(make_model(tmp_path / "m.onnx"), "cuda")
+    monkeypatch.setattr(session, "nvidia_driver", lambda: "NVRM version: 580")
     with pytest.raises(SkinsegError, match="CUDAExecutionProvider is not active.*no GPU support"):
         Segmenter(make_model(tmp_path / "m.onnx"), "cuda")
 
