@@ -13,6 +13,12 @@ DEFAULT_MAX_PIXELS = 200_000_000  # 6700x4500 ISIC images are 30 MP; 200 MP leav
 # OpenCV reads its own pixel guard once, when cv2 is first imported: set it before any module of
 # ours can import cv2, so the limit holds for every format whatever the import order.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
+# Library caches go to the system temp folder, not the user's home: a run writes only to its output
+# folder and there (ONNX Runtime's telemetry database follows XDG_CACHE_HOME, matplotlib's font cache
+# MPLCONFIGDIR). Set either yourself to choose another place.
+_TMP = os.path.join(__import__("tempfile").gettempdir(), "skinseg-cache")
+os.environ.setdefault("XDG_CACHE_HOME", _TMP)
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_TMP, "matplotlib"))
 
 __version__ = "0.1.0"
 __all__ = ["Segmenter", "Prediction", "__version__"]

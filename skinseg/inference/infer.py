@@ -14,7 +14,9 @@ import hashlib
 import json
 import platform
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -264,8 +266,18 @@ class InferRun:
         """Process `jobs`; `early_errors` are (input, reason) pairs found while collecting inputs."""
         for sub in ("masks", "overlays"):
             files.ensure_writable_dir(self.out / sub)
-        with self._locked():
-            return self._run(jobs, early_errors, progress)
+
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, _term) if main else None  # SIGTERM ends a run like Ctrl-C
+        try:
+            with self._locked():
+                return self._run(jobs, early_errors, progress)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, old)
 
     def _run(self, jobs: list[Job], early_errors: list[tuple[str, str]] | None, progress: Any) -> RunSummary:
         t0 = time.perf_counter()

@@ -47,6 +47,8 @@ def _ort():
         raise SkinsegError(
             "ONNX Runtime is not installed: pip install 'skinseg[cpu]' (or 'skinseg[gpu]' for CUDA)"
         ) from exc
+    with contextlib.suppress(Exception):  # a run writes inside its output folder, not a telemetry cache
+        ort.disable_telemetry_events()
     return ort
 
 

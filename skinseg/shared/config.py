@@ -134,7 +134,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        lo=0, hi=255, legacy=True),
     },
     "generator": {
-        "debug": C("bool", False, "write augmentation_preview.png in the run folder", legacy=True),
+        "debug": C("bool", False, "write augmentations.png (a grid of augmented training tiles) in the run "
+                   "folder", legacy=True),
         "augmentation": C("bool", True, "online augmentation of training pairs", legacy=True),
     },
     "augmentor": {

@@ -253,3 +253,43 @@ def test_run_json_records_the_fingerprint(tmp_path, model):
     runner.invoke(app, ["infer", str(tmp_path / "a.png"), "--model", str(model), "-o", str(tmp_path / "o"), "-q"])
     fp = json.loads((tmp_path / "o" / "run.json").read_text())["fingerprint"]
     assert len(fp["sha256"]) == 64 and fp["postprocess"]["threshold"] == 0.5
+
+
+def test_runs_write_nothing_to_the_home_folder(tmp_path, model):
+    """ONNX Runtime's telemetry database and matplotlib's cache stay out of ~ (eval draws plots)."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    _png(tmp_path / "a.png")
+    (tmp_path / "a_segmentation.png").write_bytes(encode(".png", np.zeros((40, 60), np.uint8)))
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "MPLCONFIGDIR")} | {"HOME": str(home)}
+    for args in (["infer", str(tmp_path / "a.png"), "-o", str(tmp_path / "o")],
+                 ["eval", "--images", str(tmp_path), "-o", str(tmp_path / "e")]):
+        res = subprocess.run([sys.executable, "-m", "skinseg", *args, "--model", str(model), "-q"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode in (0, 1), res.stderr
+    assert list(home.rglob("*")) == []
+
+
+def test_sigterm_marks_the_run_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model = make_model(tmp_path / "m.onnx", box=9, tile=(128, 128))
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(30):
+        (src / f"img{i:02d}.png").write_bytes(encode(".png", stripes(700, 900, seed=i)))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "skinseg", "infer", str(src), "--model", str(model), "-o", str(out),
+                             "-q", "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "masks").glob("*.png"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
