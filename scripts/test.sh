@@ -3,6 +3,9 @@
 #  1. an edge venv (.venv-edge: skinseg[cpu,test], no TensorFlow) runs the inference-side tests,
 #     proving infer/eval/bench work where TensorFlow is not installed;
 #  2. the full venv (.venv: skinseg[cpu,train,test]) runs the training-side tests.
+# The reference Node.js client (clients/js) is tested against `skinseg infer` in step 1: Node.js comes
+# from Debian where missing, its packages from npm (onnxruntime-node's CPU build ships in the package;
+# ONNXRUNTIME_NODE_INSTALL=skip stops its post-install step fetching CUDA binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -12,6 +15,12 @@ setup() {  # setup VENV EXTRAS
   [ -x "$1/bin/python" ] || "$PY" -m venv "$1"
   "$1/bin/python" -m pip install -q -e ".[$2]"
 }
+
+echo "== Node.js client =="
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+(cd clients/js && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== edge environment (no TensorFlow) =="
 setup .venv-edge cpu,test

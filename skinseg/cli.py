@@ -110,11 +110,11 @@ def parse_scale(value: str | None) -> int | None | str:
     return px
 
 
-def engine_options(overlap: float, batch: int, overlay_max: int | None = None) -> None:
+def engine_options(overlap: float | None, batch: int, overlay_max: int | None = None) -> None:
     """Flag values checked before any model loads, worded as the flags the user typed."""
     from skinseg.shared.errors import SkinsegError
 
-    if not 0 <= overlap < 1:
+    if overlap is not None and not 0 <= overlap < 1:
         raise SkinsegError(f"--overlap {overlap}: must be at least 0 and below 1")
     if batch < 0:
         raise SkinsegError(f"--batch {batch}: must be at least 1 (or 0 for auto)")
@@ -143,7 +143,8 @@ def infer(
     scale: Annotated[str | None, typer.Option(help="Working scale: long side in px, or 'native'. "
                                                    "Default: the model's.")] = None,
     tile: Annotated[str | None, typer.Option(help="Tile N or HxW (dynamic-size models only).")] = None,
-    overlap: Annotated[float, typer.Option(help="Tile overlap fraction.")] = 0.5,
+    overlap: Annotated[float | None, typer.Option(help="Tile overlap fraction (default: the model's, else "
+                                                       "0.5).")] = None,
     batch: Annotated[int, typer.Option(help="Tiles per session run (0 = auto from tile size and device).")] = 0,
     threshold: Annotated[float | None, typer.Option(help="Lesion probability threshold "
                                                          "(default: the model's, else 0.5).")] = None,
@@ -166,6 +167,8 @@ def infer(
     config: Annotated[Path | None, typer.Option(help="Seed-style config: inputs and options from its "
                                                      "\\[infer] and \\[mask] sections, the model trained from it; "
                                                      "flags win.")] = None,
+    exact_decode: Annotated[bool, typer.Option("--exact-decode", help="Decode JPEGs at full size, never at "
+                                               "1/2-1/8 (slower; the model contract's reference path).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
 ) -> None:
     """Segment lesions in images: writes masks/, overlays/, results.csv and run.json.
@@ -203,7 +206,8 @@ def infer(
         raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
     jobs = plan_jobs(images, shard_kn)
     seg = Segmenter(model_path, provider, tile=tile_hw, scale=scale_px, overlap=overlap, batch=batch, tta=tta,
-                    threshold=threshold, post=post, threads=threads, graph_opt=graph_opt)
+                    threshold=threshold, post=post, threads=threads, graph_opt=graph_opt,
+                    reduced_decode=not exact_decode)
     if not quiet:
         d = seg.describe()
         ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")
@@ -282,7 +286,7 @@ def eval_(
     if not pairs:
         raise SkinsegError(f"no image/mask pairs in {dirs.images} and {dirs.masks} (masks named "
                            "<id>_segmentation.png?)")
-    engine_options(0.5, batch)
+    engine_options(None, batch)
     scale_px = parse_scale(scale)
     paths = [choose_model(m, None, provider) for m in model] if model else [choose_model(None, config, provider)]
     post = {"keep": keep, "fill_holes": fill_holes}
@@ -315,7 +319,8 @@ def bench(
     scale: Annotated[str | None, typer.Option(help="Working scale (px or native; default: the model's, as "
                                                    "infer uses).")] = None,
     tile: Annotated[str | None, typer.Option(help="Tile N or HxW (dynamic-size models).")] = None,
-    overlap: Annotated[float, typer.Option(help="Tile overlap fraction.")] = 0.5,
+    overlap: Annotated[float | None, typer.Option(help="Tile overlap fraction (default: the model's, else "
+                                                       "0.5).")] = None,
     repeat: Annotated[int, typer.Option(help="Timed repetitions (median reported).")] = 3,
     threads: Annotated[int, typer.Option(help="Intra-op threads (0 = all cores).")] = 0,
 ) -> None:
@@ -338,6 +343,60 @@ def bench(
         res = run_bench(seg, str(image) if image else None, (h, w), repeat)
     ui.table(f"skinseg bench: {seg.model_path.name} at working scale {seg.scale or 'native'}", ["measure", "value"],
              [[k, v] for k, v in res.items()], right=(1,))
+
+
+@app.command()
+@command
+def quantize(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model (any model the engine can run).")],
+    calibration: Annotated[Path, typer.Option(help="Folder of images to calibrate on (training images).")],
+    target: Annotated[str, typer.Option(help="cpu (uint8 activations, fast in ONNX Runtime; loads in OpenCV DNN "
+                                             "and OpenVINO) | tensorrt (symmetric int8 Q/DQ).")] = "cpu",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="INT8 file (default: MODEL-int8.onnx "
+                                                "beside the model).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Images with masks to gate on (a split folder, or "
+                                                     "images/ with masks/ beside).")] = None,
+    masks: Annotated[Path | None, typer.Option(help="Masks for --images (default: by the split rule).")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Largest loss: Jaccard points against the masks, or points "
+                                                        "of disagreement with FP32 without masks (0.5 / 3).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Keep an INT8 model that exceeds --max-drop.")] = False,
+    tile: Annotated[str | None, typer.Option(help="Tile N or HxW, for models without metadata.")] = None,
+    scale: Annotated[str | None, typer.Option(help="Working scale (px or native), for models without "
+                                                   "metadata.")] = None,
+    tiles: Annotated[int, typer.Option(help="Calibration tiles.")] = 64,
+) -> None:
+    """Quantize an ONNX model to static INT8 (QDQ), gated against the FP32 model.
+
+    [dim]Examples:[/]
+      skinseg quantize model.onnx --calibration dataset/train/images --images dataset/valid
+      skinseg quantize model.onnx --calibration dataset/train/images --target tensorrt
+    """
+    from skinseg import ui
+    from skinseg.inference.quantize import quantize_model
+    from skinseg.shared.dataset import collect_images, locate_split, split_pairs
+    from skinseg.shared.errors import SkinsegError
+
+    if not calibration.is_dir():
+        raise SkinsegError(f"--calibration {calibration}: no such folder")
+    calib, _ = collect_images([calibration])
+    if not calib:
+        raise SkinsegError(f"--calibration {calibration}: no images found")
+    pairs = None
+    if images is not None:
+        dirs = locate_split(images, masks)
+        pairs = split_pairs(dirs.images, dirs.masks).pairs
+        if not pairs:
+            raise SkinsegError(f"--images {images}: no image/mask pairs (masks named <id>_segmentation.png?)")
+    with ui.console.status(f"quantizing {model.name} for {target}..."):
+        res = quantize_model(model, calib, output, target, pairs=pairs, max_drop=max_drop, force=force,
+                             tile=parse_tile(tile), scale=parse_scale(scale), count=tiles)
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    ui.table(f"skinseg quantize -> {res['file']}", ["measure", "value"],
+             [["target", res["target"]], ["calibration tiles", res["calibration_tiles"]],
+              ["gate images", res["gate_images"]], ["FP32 Jaccard", fmt(res["fp32_jaccard"])],
+              ["INT8 Jaccard", fmt(res["int8_jaccard"])], ["loss (points)", f"{res['drop_points']:.2f}"],
+              ["mask agreement with FP32 (Jaccard)", fmt(res["agreement"])],
+              ["size MB", f"{res['file'].stat().st_size / 1e6:.2f}"]], right=(1,))
 
 
 @app.command()
@@ -471,6 +530,7 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Keep an INT8 model that exceeds --max-drop.")] = False,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim "
                                            "(pip install onnxslim).")] = False,
+    target: Annotated[str, typer.Option(help="INT8 target: cpu | tensorrt (see skinseg quantize).")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Export a trained model to a verified, self-describing ONNX file (and FP16/INT8 variants).
@@ -481,7 +541,8 @@ def export(
     """
     from skinseg.training.export import export as run_export
 
-    run_export(source, opset, output, fp16, int8, calibration, valid, max_drop, force, simplify, quiet=quiet)
+    run_export(source, opset, output, fp16, int8, calibration, valid, max_drop, force, simplify, quiet=quiet,
+               target=target)
 
 
 def main() -> None:

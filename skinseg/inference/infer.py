@@ -41,7 +41,7 @@ COLUMNS = ["file", "status", "width", "height", "lesion_area_px", "lesion_fracti
            "tiles", "seconds", "mask", "overlay", "error"]
 MAX_STEM_BYTES = 180  # output names stay far below the 255-byte file-name limit, temporary suffixes included
 # What must match for --resume to keep an earlier output (the rest, e.g. threads, changes no pixel).
-FINGERPRINT_KEYS = ("sha256", "tile", "scale", "resize", "overlap", "tta", "postprocess")
+FINGERPRINT_KEYS = ("sha256", "tile", "scale", "resize", "overlap", "sigma_scale", "tta", "postprocess")
 
 
 def safe_stem(stem: str) -> str:

@@ -55,7 +55,7 @@ class Segmenter:
         tile: tile size N or (h, w); defaults to the model's fixed input size, else its metadata, else 512.
         scale: working scale as the long side in pixels, None for native resolution, or "model" (default)
             for the model's own.
-        overlap: fraction of tile overlap in [0, 1).
+        overlap: fraction of tile overlap in [0, 1); default: the model's (`skinseg.tiling`), else 0.5.
         batch: tiles per session run; 0 = auto: up to 512x512 pixels per run on the CPU (batching
             big tiles there only costs memory: 1.4 GB at 4x512x512 vs 0.4 GB at 1, same speed),
             four times that on a GPU, at most 16 tiles.
@@ -63,6 +63,8 @@ class Segmenter:
         threshold: overrides the model's threshold (default 0.5).
         post: post-processing options; fields not given come from the model metadata.
         output_kind, input_max, threads, graph_opt, io_binding: see ModelAdapter.
+        reduced_decode: decode JPEGs at 1/2, 1/4 or 1/8 size when the working scale allows (faster);
+            False decodes every image at full size, the contract's reference path.
     """
 
     def __init__(
@@ -72,7 +74,7 @@ class Segmenter:
         *,
         tile: int | tuple[int, int] | None = None,
         scale: int | None | Literal["model"] = FROM_MODEL,
-        overlap: float = 0.5,
+        overlap: float | None = None,
         batch: int = 0,
         tta: bool = False,
         threshold: float | None = None,
@@ -82,15 +84,19 @@ class Segmenter:
         threads: int = 0,
         graph_opt: str = "all",
         io_binding: bool | None = None,
+        reduced_decode: bool = True,
     ) -> None:
-        if not 0 <= overlap < 1:
+        if overlap is not None and not 0 <= overlap < 1:
             raise SkinsegError(f"overlap {overlap}: must be at least 0 and below 1")
         if batch < 0:
             raise SkinsegError(f"batch {batch}: must be at least 1 (or 0 for auto)")
         self.adapter = ModelAdapter(model, provider, tile=tile, tta=tta, output_kind=output_kind,
                                     input_max=input_max, threads=threads, graph_opt=graph_opt,
                                     io_binding=io_binding)
-        self.overlap = overlap
+        tiling = self.spec.metadata.tiling
+        self.overlap = float(tiling["overlap"]) if overlap is None else overlap
+        self.sigma_scale = float(tiling["sigma_scale"])
+        self.reduced_decode = reduced_decode
         th, tw = self.tile
         budget = 512 * 512 * (4 if self.adapter.on_gpu else 1)
         self.batch = batch or max(1, min(16, budget // (th * tw)))
@@ -136,6 +142,8 @@ class Segmenter:
             "scale": self.scale or "native",
             "resize": self.resize,
             "overlap": self.overlap,
+            "sigma_scale": self.sigma_scale,
+            "reduced_decode": self.reduced_decode,
             "batch": self.batch,
             "tta": self.tta,
             "postprocess": self.post.as_dict(),
@@ -146,7 +154,7 @@ class Segmenter:
     # -- whole images --------------------------------------------------------------------------
     def load(self, path: str | os.PathLike[str]) -> LoadedImage:
         """Read an image, decoding JPEGs at reduced size when the working scale allows it."""
-        return load_image(path, self.scale)
+        return load_image(path, self.scale if self.reduced_decode else None)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return scaling.working_size(height, width, self.scale)
@@ -176,7 +184,8 @@ class Segmenter:
             image = LoadedImage(arr, arr.shape[0], arr.shape[1])
         h, w = image.height, image.width
         work = self.to_working(image)
-        prob = sliding_window(work, self.adapter, self.tile, self.overlap, self.batch, on_batch=on_batch)
+        prob = sliding_window(work, self.adapter, self.tile, self.overlap, self.batch, self.sigma_scale,
+                              on_batch=on_batch)
         prob = scaling.probability_to_full(prob, (h, w), self.resize)
         mask = postprocess(prob, self.post)
         return Prediction(prob, mask, work.shape[:2], self.count_tiles(h, w), time.perf_counter() - t0)

@@ -6,6 +6,7 @@ numpy functions and used by the engine with an ONNX session.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 
@@ -21,7 +22,7 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
         length: image size along the axis (pixels).
         tile: tile size along the axis.
         overlap: fraction of a tile shared with its neighbour, in [0, 1).
-    The step is ``round(tile * (1 - overlap))`` (at least 1); the last tile is aligned to the
+    The step is ``floor(tile * (1 - overlap) + 0.5)`` (half up, at least 1); the last tile is aligned to the
     image edge so every pixel is covered and no tile hangs over the border. An axis shorter than
     the tile gets a single tile at 0 (the caller pads).
     """
@@ -29,18 +30,21 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if length <= tile:
         return [0]
-    step = max(1, int(round(tile * (1 - overlap))))
+    step = max(1, math.floor(tile * (1 - overlap) + 0.5))
     starts = list(range(0, length - tile + 1, step))
     if starts[-1] != length - tile:
         starts.append(length - tile)
     return starts
 
 
+WEIGHT_FLOOR = 1e-6
+
+
 def _gauss_1d(n: int, sigma_scale: float) -> np.ndarray:
     if sigma_scale <= 0:
         return np.ones(n, np.float64)
     x = np.arange(n, dtype=np.float64) - (n - 1) / 2
-    g = np.maximum(np.exp(-0.5 * (x / (n * sigma_scale)) ** 2), 1e-6)
+    g = np.maximum(np.exp(-0.5 * (x / (n * sigma_scale)) ** 2), WEIGHT_FLOOR)
     return g / g.max()
 
 

@@ -1,8 +1,9 @@
 """The model's self-description (ONNX `metadata_props`, keys prefixed `skinseg.`): writer and reader
 side by side, so what export writes and what the engine reads cannot drift apart.
 
-Format 2 adds `resize` (how pixels go to the working scale and back) to format 1; format-1 files
-(the models shipped before) read with the resize methods they were made with (area down, linear up).
+Format 2 adds `resize` (how pixels go to the working scale and back) and `tiling` (overlap, Gaussian
+sigma, padding) to format 1; format-1 files (the models shipped before) read with the rules they
+were made with (area down, linear up, overlap 0.5, sigma tile/8, edge padding).
 docs/model-contract.md states what every key means for a client.
 """
 
@@ -25,9 +26,11 @@ INPUT_DTYPES = ("uint8", "float32", "float16")
 KEEP_CHOICES = ("largest", "all")
 MAX_BLUR = 100.0  # px; a larger sigma blurs a dermoscopy image into one colour
 DEFAULT_POSTPROCESS: dict[str, Any] = {"blur": 0.0, "keep": "largest", "min_area": 0, "fill_holes": True}
+# How tiles are cut and blended (docs/model-contract.md, "Tiling"); the engine reads these.
+DEFAULT_TILING: dict[str, Any] = {"overlap": 0.5, "sigma_scale": 0.125, "pad": "edge"}
 # Provenance keys: written for people, never read by the engine.
 PROVENANCE = ("precision", "backbone", "decoder", "config", "dataset", "metrics", "versions", "opset", "created",
-              "source", "source_sha256")
+              "source", "source_sha256", "quantization")
 
 
 class MetadataError(SkinsegError):
@@ -49,6 +52,7 @@ class ModelMetadata:
     threshold: float | None = None
     postprocess: dict[str, Any] = field(default_factory=dict)
     resize: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RESIZE))
+    tiling: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TILING))
     provenance: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -69,6 +73,7 @@ class ModelMetadata:
             "threshold": f"{self.threshold if self.threshold is not None else 0.5:g}",
             "postprocess": json.dumps(DEFAULT_POSTPROCESS | self.postprocess),
             "resize": json.dumps(DEFAULT_RESIZE | self.resize),
+            "tiling": json.dumps(DEFAULT_TILING | self.tiling),
         }
         if self.tile:
             props["tile_height"], props["tile_width"] = str(self.tile[0]), str(self.tile[1])
@@ -100,6 +105,7 @@ class ModelMetadata:
             threshold=r.probability("threshold"),
             postprocess=r.postprocess("postprocess"),
             resize=r.resize("resize"),
+            tiling=r.tiling("tiling"),
             provenance={k: v for k, v in meta.items() if k in PROVENANCE},
         )
 
@@ -200,6 +206,20 @@ class _Reader:
             raise self.fail(key, 'a JSON object with blur (0-100), keep (largest|all), min_area (>= 0), '
                                  'fill_holes (true|false)')
         return d
+
+    def tiling(self, key: str) -> dict[str, Any]:
+        d = self.json_dict(key)
+        ok = not set(d) - set(DEFAULT_TILING)
+        num = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+        if "overlap" in d:
+            ok &= num(d["overlap"]) and 0 <= d["overlap"] < 1
+        if "sigma_scale" in d:
+            ok &= num(d["sigma_scale"]) and 0 <= d["sigma_scale"] <= 10
+        if "pad" in d:
+            ok &= d["pad"] == "edge"
+        if not ok:
+            raise self.fail(key, "a JSON object with overlap (0 to <1), sigma_scale (0-10), pad (edge)")
+        return DEFAULT_TILING | d
 
     def resize(self, key: str) -> dict[str, str]:
         d = self.json_dict(key)

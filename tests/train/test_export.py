@@ -125,3 +125,38 @@ def test_keras_file_from_another_program_is_refused(tmp_path):
     res = CliRunner().invoke(app, ["export", str(other)])
     assert res.exit_code == 2 and "cannot load as a skinseg Keras model" in res.output
     assert "Traceback" not in res.output
+
+
+def test_kill_9_during_export_never_replaces_a_verified_model(trained_run, tmp_path):
+    """The final name appears only after verification; a killed export leaves the old model untouched."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "m.onnx"
+    assert CliRunner().invoke(app, ["export", str(trained_run), "-o", str(out), "-q"]).exit_code == 0
+    before = out.read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "skinseg", "export", str(trained_run), "-o", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(tmp_path.glob(".m.*.export.onnx")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".m.*.export.onnx")), "the export should have been killed before publishing"
+    assert out.read_bytes() == before
+    assert CliRunner().invoke(app, ["export", str(trained_run), "-o", str(out), "-q"]).exit_code == 0
+    assert not list(tmp_path.glob(".m.*.export.onnx"))  # the stale temporary file is gone
+
+
+def test_unreadable_calibration_images_are_skipped_with_a_warning(trained_run, tmp_path):
+    import shutil
+
+    calib = tmp_path / "calib"
+    shutil.copytree(trained_run.parent.parent / "data" / "train" / "images", calib)
+    (calib / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    res = CliRunner().invoke(app, ["export", str(trained_run), "--int8", "--force", "--calibration", str(calib),
+                                   "-o", str(tmp_path / "m.onnx")], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "calibration image skipped" in res.output and "broken.jpg" in res.output
+    assert (tmp_path / "m-int8.onnx").is_file()

@@ -1,0 +1,192 @@
+"""`skinseg quantize`: static INT8 (QDQ) for any model the engine can run, on the inference side.
+
+Two targets, because no one INT8 file serves every runtime well:
+- `cpu` (default): uint8 activations, int8 per-channel weights (U8S8), fast in ONNX Runtime on x86.
+- `tensorrt`: int8 activations and weights, symmetric (zero point 0), the only Q/DQ TensorRT parses.
+Both keep the input normalisation, the first convolution and the output head in FP32: quantizing
+the scalar constants of the in-graph normalisation made the file unloadable in OpenCV DNN, and the
+head costs accuracy for little speed. The target is recorded in `skinseg.quantization`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skinseg import ui
+from skinseg.inference.adapter import ModelAdapter
+from skinseg.inference.tiling import pad_to_tile
+from skinseg.shared import files
+from skinseg.shared.errors import InputError, SkinsegError
+from skinseg.shared.images import load_image
+from skinseg.shared.scale import to_working
+
+TARGETS = ("cpu", "tensorrt")
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+        from onnxruntime.quantization import quantize_static  # noqa: F401 - checks the extra is there
+    except ImportError as exc:
+        raise SkinsegError("quantization needs onnx and onnxruntime: pip install 'skinseg[cpu]'") from exc
+    return onnx
+
+
+def calibration_tiles(images: list[Path], scale: int | None, tile: tuple[int, int], count: int,
+                      resize: dict[str, str] | None = None, seed: int = 0) -> np.ndarray:
+    """`count` uint8 RGB tiles cut at random positions from images at the working scale, resized exactly
+    as the engine resizes them; unreadable images are skipped with a warning."""
+    rng = np.random.default_rng(seed)
+    th, tw = tile
+    out: list[np.ndarray] = []
+    bad: set[Path] = set()
+    for i in range(count * 4):
+        if len(out) == count or len(bad) == len(images):
+            break
+        path = images[i % len(images)]
+        if path in bad:
+            continue
+        try:
+            loaded = load_image(path, scale)
+        except InputError as exc:
+            bad.add(path)
+            ui.warn(f"calibration image skipped: {exc}")
+            continue
+        img = pad_to_tile(to_working(loaded.rgb, (loaded.height, loaded.width), scale, resize), th, tw)
+        y = int(rng.integers(0, img.shape[0] - th + 1))
+        x = int(rng.integers(0, img.shape[1] - tw + 1))
+        out.append(img[y : y + th, x : x + tw])
+    if not out:
+        raise SkinsegError(f"no readable calibration images among {len(images)} files")
+    return np.stack(out)
+
+
+def fp32_islands(model: Any) -> list[str]:
+    """Nodes kept in FP32: everything up to and including the first convolution (input cast and
+    normalisation), and the output head (the last convolution onwards)."""
+    nodes = list(model.graph.node)
+    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
+    if not convs:
+        return []
+    return list(dict.fromkeys([n.name for n in nodes[: convs[0] + 1]] + [n.name for n in nodes[convs[-1]:]]))
+
+
+def quantize_file(fp32: Path, out: Path, adapter: ModelAdapter, tiles: np.ndarray, target: str = "cpu") -> None:
+    """Static QDQ INT8 of `fp32` calibrated on uint8 tiles (fed as the model expects them), metadata kept."""
+    onnx = _onnx()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if target not in TARGETS:
+        raise SkinsegError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+    name = adapter.spec.input_name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(tiles[i : i + 1] for i in range(len(tiles)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {name: np.ascontiguousarray(adapter.to_model_input(x))}
+
+    trt = target == "tensorrt"
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        q = Path(tmp) / "q.onnx"
+        quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=fp32_islands(onnx.load(str(pre))),
+                        extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True,
+                                       "QuantizeBias": not trt})  # TensorRT takes FP32 biases, no int32 DQ
+        model = onnx.load(str(q))
+    source = onnx.load(str(fp32), load_external_data=False)
+    props = {p.key: p.value for p in source.metadata_props}
+    if props.get("skinseg.format"):
+        props["skinseg.precision"] = "int8"
+    props["skinseg.quantization"] = json.dumps({
+        "target": target, "activations": "int8 symmetric" if trt else "uint8", "weights": "int8 per-channel",
+        "calibration_tiles": len(tiles), "fp32_sha256": files.sha256_file(fp32)})
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    model.ir_version = min(model.ir_version, max(source.ir_version, 8))
+    files.write_bytes(out, model.SerializeToString())
+
+
+def tensorrt_problems(model: Any) -> list[str]:
+    """Why TensorRT would not parse this model's Q/DQ: activation or weight QuantizeLinear /
+    DequantizeLinear that is not int8 with zero point 0."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    problems = []
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(n.input) < 3:
+            continue
+        zp = inits.get(n.input[2])
+        if zp is None:
+            continue
+        if zp.data_type != TensorProto.INT8:
+            problems.append(f"{n.name}: zero point is {TensorProto.DataType.Name(zp.data_type)}, not INT8")
+        elif np.any(numpy_helper.to_array(zp) != 0):
+            problems.append(f"{n.name}: zero point is not 0")
+    return problems
+
+
+def masks_agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Mean Jaccard between two models' masks of the same images."""
+    from skinseg.evaluation.metrics import scores
+
+    return float(np.mean([scores(x, y, with_hd95=False)["jaccard"] for x, y in zip(a, b, strict=True)]))
+
+
+def quantize_model(model: Path, calibration: list[Path], output: Path | None = None, target: str = "cpu", *,
+                   pairs: list[tuple[Path, Path]] | None = None, max_drop: float | None = None, force: bool = False,
+                   tile: tuple[int, int] | None = None, scale: int | None | str = "model", count: int = 64,
+                   quiet: bool = False) -> dict[str, Any]:
+    """Quantize, then gate: with image/mask `pairs`, on the Jaccard lost against ground truth; without,
+    on disagreement with the FP32 model's own masks on the calibration images (in points)."""
+    from skinseg.evaluation.metrics import scores
+    from skinseg.inference.segmenter import Segmenter
+    from skinseg.shared.images import binarize, read_mask
+
+    model = Path(model)
+    out = Path(output) if output else model.with_name(f"{model.stem.removesuffix('-fp32')}-int8.onnx")
+    if out.resolve() == model.resolve():
+        raise SkinsegError(f"-o {out} would overwrite the model being quantized; choose another name")
+    fp32 = Segmenter(model, "cpu", tile=tile, scale=scale)
+    tiles = calibration_tiles(calibration, fp32.scale, fp32.tile, count, fp32.resize, seed=1)
+    files.ensure_writable_dir(out.parent)
+    tmp = out.with_name(f".{out.stem}.quantize.onnx")
+    try:
+        quantize_file(model, tmp, fp32.adapter, tiles, target)
+        q = Segmenter(tmp, "cpu", tile=tile, scale=scale)
+        if pairs:
+            gate_images = [p for p, _ in pairs]
+            truths = [binarize(read_mask(m)) for _, m in pairs]
+        else:
+            gate_images, truths = calibration[: min(len(calibration), 32)], []
+        m32 = [fp32.predict(p).mask for p in gate_images]
+        m8 = [q.predict(p).mask for p in gate_images]
+        if truths:
+            j32 = float(np.mean([scores(a, t, with_hd95=False)["jaccard"] for a, t in zip(m32, truths, strict=True)]))
+            j8 = float(np.mean([scores(a, t, with_hd95=False)["jaccard"] for a, t in zip(m8, truths, strict=True)]))
+            drop, limit, what = (j32 - j8) * 100, 0.5 if max_drop is None else max_drop, "Jaccard points lost"
+        else:
+            j32 = j8 = None
+            drop, limit, what = (1 - masks_agreement(m32, m8)) * 100, 3.0 if max_drop is None else max_drop, \
+                "points of mask disagreement with FP32"
+        if drop > limit and not force:
+            raise SkinsegError(f"INT8 ({target}): {drop:.2f} {what} (limit --max-drop {limit}); not written. Use "
+                               "more --calibration images, or --force to keep it")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"file": out, "target": target, "calibration_tiles": len(tiles), "gate_images": len(gate_images),
+            "fp32_jaccard": j32, "int8_jaccard": j8, "drop_points": drop, "agreement": masks_agreement(m32, m8)}

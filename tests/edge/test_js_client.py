@@ -1,0 +1,51 @@
+"""The reference Node.js client reproduces skinseg's masks from the model file alone (the contract).
+
+scripts/test.sh installs Node.js (Debian) where missing and the client's npm packages; the rest of
+the suite does not need Node.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from skinseg.cli import app
+from skinseg.shared.images import binarize, read_mask
+from tests.realdata import FULLRES, ISIC256
+
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "js"
+
+
+def _jaccards(a: Path, b: Path, names: list[str]) -> list[float]:
+    out = []
+    for n in names:
+        x, y = binarize(read_mask(a / f"{n}.png")), binarize(read_mask(b / n / "masks" / f"{n}.png"))
+        union = (x | y).sum()
+        out.append(float((x & y).sum() / union) if union else 1.0)
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_node_client_matches_skinseg_infer(tmp_path, precision):
+    node = shutil.which("node")
+    assert node and (CLIENT / "node_modules" / "onnxruntime-node").is_dir(), \
+        "Node.js and the client's packages are needed: bash scripts/test.sh installs them"
+    images = sorted((FULLRES / "images").glob("*.jpg")) + sorted((ISIC256 / "test" / "images").glob("*.jpg"))[:6]
+    model = Path(__file__).resolve().parents[2] / "skinseg" / "models" / f"skinseg-{precision}.onnx"
+    res = subprocess.run([node, str(CLIENT / "segment.js"), "--model", str(model), "--output", str(tmp_path / "js"),
+                          *map(str, images)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    names = [p.stem for p in images]
+    for mode, extra in (("exact", ["--exact-decode"]), ("reduced", [])):
+        for p in images:  # one folder per image: output names stay the image's stem
+            r = CliRunner().invoke(app, ["infer", str(p), "--model", str(model), "-o", str(tmp_path / mode / p.stem),
+                                         "-q", *extra])
+            assert r.exit_code == 0, r.output
+    exact = _jaccards(tmp_path / "js", tmp_path / "exact", names)
+    reduced = _jaccards(tmp_path / "js", tmp_path / "reduced", names)
+    print(f"{precision}: min Jaccard {min(exact):.4f} (full decode), {min(reduced):.4f} (reduced JPEG decode)")
+    assert np.mean(exact) >= 0.995 and min(exact) >= 0.99
+    assert np.mean(reduced) >= 0.995
