@@ -1,0 +1,107 @@
+"""`skinseg quantize` on the inference side: targets, gating, plain models, runtimes that load it."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from skinseg.cli import app
+from skinseg.inference.quantize import tensorrt_problems
+from skinseg.inference.segmenter import Segmenter
+from skinseg.models import FP32
+from tests.onnx_factory import make_model
+from tests.realdata import ISIC256
+
+runner = CliRunner()
+CALIB = ISIC256 / "train" / "images"
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q")
+    for target in ("cpu", "tensorrt"):
+        res = runner.invoke(app, ["quantize", str(FP32), "--calibration", str(CALIB), "--images",
+                                  str(ISIC256 / "valid"), "--target", target, "-o", str(out / f"{target}.onnx"),
+                                  "--tiles", "16"])
+        assert res.exit_code == 0, res.output
+    return out
+
+
+def test_targets_are_recorded_and_tensorrt_qdq_is_legal(quantized):
+    cpu, trt = onnx.load(str(quantized / "cpu.onnx")), onnx.load(str(quantized / "tensorrt.onnx"))
+    meta = {p.key: p.value for p in cpu.metadata_props}
+    assert json.loads(meta["skinseg.quantization"])["target"] == "cpu" and meta["skinseg.precision"] == "int8"
+    assert meta["skinseg.scale"] == "256"  # the FP32 model's description travels with it
+    assert tensorrt_problems(trt) == []
+    assert tensorrt_problems(cpu)  # uint8 activations: fine for the CPU, not for TensorRT
+    # the input normalisation and the first convolution stay FP32: from the input to the first Conv,
+    # no Quantize/DequantizeLinear (OpenCV DNN 4.x could not load uint8 DQ on the normalisation constants)
+    consumers: dict[str, list] = {}
+    for n in cpu.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    seen, frontier, conv_reached = [], [cpu.graph.input[0].name], False
+    while frontier and not conv_reached:
+        nodes = [n for t in frontier for n in consumers.get(t, [])]
+        seen += nodes
+        conv_reached = any(n.op_type == "Conv" for n in nodes)
+        frontier = [o for n in nodes if n.op_type != "Conv" for o in n.output]
+    assert conv_reached and not [n.op_type for n in seen if "Quantize" in n.op_type]
+
+
+def test_cpu_target_loads_and_agrees_in_opencv_dnn(quantized):
+    import cv2
+
+    from skinseg.shared.images import load_image
+    from skinseg.shared.scale import to_working
+
+    img = load_image(sorted((ISIC256 / "test" / "images").glob("*.jpg"))[0])
+    tile = to_working(img.rgb, (img.height, img.width), 256)[None]
+    net = cv2.dnn.readNetFromONNX(str(quantized / "cpu.onnx"))
+    net.setInput(tile)
+    ocv = net.forward().reshape(tile.shape[1:3])
+    seg = Segmenter(quantized / "cpu.onnx", "cpu")
+    ort = seg.adapter(tile)[0]
+    assert np.mean((ocv >= 0.5) == (ort >= 0.5)) > 0.99
+
+
+def test_gate_refuses_and_force_keeps(tmp_path):
+    args = ["quantize", str(FP32), "--calibration", str(CALIB), "--tiles", "8", "-o", str(tmp_path / "q.onnx")]
+    res = runner.invoke(app, [*args, "--max-drop", "-100"], terminal_width=250)
+    assert res.exit_code == 2 and "not written" in res.output and not (tmp_path / "q.onnx").exists()
+    assert runner.invoke(app, [*args, "--max-drop", "-100", "--force"]).exit_code == 0
+    assert (tmp_path / "q.onnx").is_file() and not list(tmp_path.glob(".*"))
+
+
+def test_plain_model_from_elsewhere_with_tile_and_scale(tmp_path):
+    """A float NCHW model with no metadata: quantized with infer's --tile/--scale, still runs in the engine."""
+    import onnx.helper as h
+    from onnx import TensorProto, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (4, 3, 3, 3)).astype(np.float32), "w")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.1, (1, 4, 1, 1)).astype(np.float32), "w2")
+    g = h.make_graph([h.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1]),
+                      h.make_node("Relu", ["c"], ["r"]),
+                      h.make_node("Conv", ["r", "w2"], ["c2"]),
+                      h.make_node("Sigmoid", ["c2"], ["mask"])], "plain",
+                     [h.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                     [h.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, "H", "W"])], [w, w2])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "plain.onnx"))
+    res = runner.invoke(app, ["quantize", str(tmp_path / "plain.onnx"), "--calibration", str(CALIB), "--tile", "64",
+                              "--scale", "128", "--tiles", "8", "--force"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    seg = Segmenter(tmp_path / "plain-int8.onnx", "cpu", tile=(64, 64), scale=128)
+    assert seg.predict(sorted(CALIB.glob("*.jpg"))[0]).mask.shape == (192, 256)
+
+
+def test_quantize_errors_are_one_line(tmp_path):
+    model = make_model(tmp_path / "m.onnx", tile=(64, 64))
+    res = runner.invoke(app, ["quantize", str(model), "--calibration", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "no such folder" in res.output
+    res = runner.invoke(app, ["quantize", str(model), "--calibration", str(CALIB), "--target", "tpu"])
+    assert res.exit_code == 2 and "--target" in res.output
