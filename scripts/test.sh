@@ -23,7 +23,7 @@ fi
 (cd clients/js && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== edge environment (no TensorFlow) =="
-setup .venv-edge cpu,test
+setup .venv-edge cpu,test,ray
 SKINSEG_EDGE_ENV=1 .venv-edge/bin/python -m pytest tests/edge -q -p no:cacheprovider
 .venv-edge/bin/ruff check skinseg tests scripts benchmarks
 

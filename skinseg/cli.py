@@ -167,6 +167,13 @@ def infer(
     config: Annotated[Path | None, typer.Option(help="Seed-style config: inputs and options from its "
                                                      "\\[infer] and \\[mask] sections, the model trained from it; "
                                                      "flags win.")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'local' (a Ray instance on this machine "
+                                            "for the run), 'auto', HOST:6379 or ray://HOST:10001 (pip install "
+                                            "'skinseg[ray]').")] = None,
+    workers: Annotated[int, typer.Option(help="With --ray: model actors (0 = one per CPU socket's cores, or one "
+                                              "per GPU).")] = 0,
+    gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per actor (e.g. 1, or 0.5 to share "
+                                                        "one).")] = 0.0,
     exact_decode: Annotated[bool, typer.Option("--exact-decode", help="Decode JPEGs at full size, never at "
                                                "1/2-1/8 (slower; the model contract's reference path).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
@@ -213,9 +220,21 @@ def infer(
         ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")
         ui.info(f"  model {ui.escape(d['model'])} ({d['spec']['input']}, tile {d['tile']}, scale {d['scale']})")
         ui.info(f"  providers {', '.join(seg.providers)}" + ("  (auto)" if provider == "auto" else ""))
-    run = InferRun(seg, out, shard=shard_kn, resume=resume, overlay_max=overlay_max,
-                   options={"inputs": list(map(str, inputs)), "recursive": recursive, "provider": provider,
-                            "threshold": threshold, "scale": scale, "tile": tile})
+    options = {"inputs": list(map(str, inputs)), "recursive": recursive, "provider": provider,
+               "threshold": threshold, "scale": scale, "tile": tile, "ray": ray}
+    if ray:
+        from skinseg.inference.distributed import RayInferRun
+
+        engine = {"tile": tile_hw, "scale": scale_px, "overlap": overlap, "batch": batch, "tta": tta,
+                  "threshold": threshold, "post": post, "threads": threads, "graph_opt": graph_opt,
+                  "reduced_decode": not exact_decode}
+        run: Any = RayInferRun(seg, out, address=ray, workers=workers, gpus_per_worker=gpus_per_worker,
+                               engine=engine, provider=provider, shard=shard_kn, resume=resume,
+                               overlay_max=overlay_max, options=options)
+    else:
+        if workers or gpus_per_worker:
+            raise SkinsegError("--workers and --gpus-per-worker need --ray ADDRESS (e.g. --ray local)")
+        run = InferRun(seg, out, shard=shard_kn, resume=resume, overlay_max=overlay_max, options=options)
     with ui.ImageTileProgress(quiet) as bar:
         summary = run.run(jobs, [(m.split(":")[0], m) for m in missing], bar)
     if summary.interrupted:

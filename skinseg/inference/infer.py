@@ -235,11 +235,15 @@ class InferRun:
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "inputs": total,
             "versions": versions(),
-        }
+        } | self.extra_run_info()
         if summary:
             info.update(ok=len(summary.rows) - len(summary.failed), failed=len(summary.failed),
                         skipped=summary.skipped, seconds=round(summary.seconds, 2))
         files.write_json(self.run_json, info)
+
+    def extra_run_info(self) -> dict[str, Any]:
+        """More for run.json (the distributed run adds its cluster)."""
+        return {}
 
     def resume_command(self) -> str:
         args = [a for a in sys.argv[1:] if a != "--resume"]
@@ -318,6 +322,26 @@ class InferRun:
         self.journal_path.unlink(missing_ok=True)
         self._write_run_json("interrupted" if summary.interrupted else "finished", started, summary, len(jobs))
         return summary
+
+    def process_one(self, job: Job) -> dict[str, Any]:
+        """One image start to finish, in this thread: its row (an error row for a bad input). Model and
+        flag errors raise. Distributed workers (inference/distributed.py) call this."""
+        t = time.perf_counter()
+        try:
+            loaded = self.seg.load(job.path)
+            pred = self.seg.predict(loaded)
+            self._write_outputs(job, loaded.rgb, pred.mask)
+        except InputError as exc:
+            return self._row(job, status="error", error=str(exc), mask="", overlay="")
+        except OSError as exc:
+            return self._row(job, status="error", error=f"cannot write outputs: {exc.strerror or exc}", mask="",
+                             overlay="")
+        except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
+            if isinstance(exc, SkinsegError) and exc.exit_code == 2:
+                raise
+            return self._row(job, status="error", error=f"{type(exc).__name__}: {exc}"[:500], mask="", overlay="")
+        return self._row(job, status="ok", width=pred.width, height=pred.height, **mask_stats(pred.mask),
+                         tiles=pred.tiles, seconds=round(time.perf_counter() - t, 3), error="")
 
     def _process(self, todo: list[Job], summary: RunSummary, progress: Any) -> None:
         with ThreadPoolExecutor(1, "skinseg-read") as reader, ThreadPoolExecutor(1, "skinseg-write") as writer:

@@ -1,0 +1,88 @@
+"""`skinseg infer --ray local`: the same outputs as local infer, a killed worker costs nothing.
+
+Few and short: a local Ray instance takes seconds to start.
+"""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from typer.testing import CliRunner
+
+from skinseg.cli import app
+from skinseg.shared.images import encode, read_mask
+from tests.onnx_factory import make_model, stripes
+from tests.realdata import FULLRES, ISIC256
+
+runner = CliRunner()
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_ray_local_matches_local_infer_and_reports_bad_inputs(tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(ISIC256 / "test" / "images", src)
+    for p in (FULLRES / "images").glob("*.jpg"):
+        shutil.copy(p, src / p.name)
+    (src / "broken.jpg").write_bytes(b"not an image")
+    local, dist = tmp_path / "local", tmp_path / "ray"
+    assert runner.invoke(app, ["infer", str(src), "-o", str(local), "-q", "--model", "int8"]).exit_code == 1
+    res = runner.invoke(app, ["infer", str(src), "-o", str(dist), "-q", "--model", "int8", "--ray", "local",
+                              "--workers", "2"])
+    assert res.exit_code == 1, res.output
+    rows = _rows(dist / "results.csv")
+    assert len(rows) == 21 and sum(r["status"] == "ok" for r in rows) == 20
+    assert "not a readable image" in next(r["error"] for r in rows if r["file"].endswith("broken.jpg"))
+    for m in (local / "masks").glob("*.png"):
+        np.testing.assert_array_equal(read_mask(m), read_mask(dist / "masks" / m.name))
+    info = json.loads((dist / "run.json").read_text())
+    assert info["ray"]["address"] == "local" and info["ray"]["workers"] == 2
+    assert info["ray"]["providers"] == ["CPUExecutionProvider"] and info["ray"]["worker_processes"] >= 1
+
+
+def test_a_killed_worker_is_replaced_and_every_image_is_done_once(tmp_path):
+    import psutil
+
+    model = make_model(tmp_path / "m.onnx", box=9, tile=(128, 128))
+    src = tmp_path / "in"
+    src.mkdir()
+    n = 24
+    for i in range(n):
+        (src / f"img{i:02d}.png").write_bytes(encode(".png", stripes(700, 900, seed=i)))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "skinseg", "infer", str(src), "--model", str(model), "-o", str(out),
+                             "-q", "--ray", "local", "--workers", "2", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    victim = None
+    while time.time() < deadline and victim is None:
+        if len(list((out / "masks").glob("*.png"))) >= 2:
+            workers = [p for p in psutil.process_iter(["cmdline"]) if "MapWorker" in " ".join(p.info["cmdline"] or [])]
+            victim = workers[0] if workers else None
+        time.sleep(0.05)
+    assert victim is not None, "no Ray worker process found while the run was going"
+    os.kill(victim.pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    rows = _rows(out / "results.csv")
+    assert sorted(r["file"] for r in rows) == sorted(str(p) for p in src.glob("*.png"))  # each image exactly once
+    assert all(r["status"] == "ok" for r in rows)
+    for p in src.glob("*.png"):
+        assert read_mask(out / "masks" / p.name).shape == (700, 900)
+    assert not list(out.rglob(".*.part"))
+
+
+def test_ray_flags_without_ray_and_missing_extra_are_clear(tmp_path):
+    img = tmp_path / "a.png"
+    img.write_bytes(encode(".png", stripes(40, 40)))
+    res = runner.invoke(app, ["infer", str(img), "--workers", "2", "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--ray" in res.output
