@@ -22,6 +22,8 @@ from skinseg.inference.infer import InferRun, Job, RunSummary
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared.errors import SkinsegError
 
+BATCH = 8  # images per actor call: 10 % faster than 1 on 1635 small images; a retry redoes at most 8
+
 
 def _ray() -> Any:
     try:
@@ -111,7 +113,7 @@ class RayInferRun(InferRun):
         items = [{"path": os.fsencode(str(j.path)), "name": j.name} for j in todo]
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), self.workers * 8))
         # Ray Data restarts a dead actor and retries its tasks by default (max_restarts / max_task_retries -1)
-        ds = ds.map_batches(_Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=self.workers),
+        ds = ds.map_batches(_Worker, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=self.workers),
                             num_cpus=cpus, num_gpus=self.gpus or None,
                             fn_constructor_kwargs={"model": str(self.seg.model_path), "provider": self.provider,
                                                    "engine": engine, "output": str(self.out),
