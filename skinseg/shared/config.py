@@ -95,6 +95,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               lo=1, legacy=True),
         "schedule": C("choice", "plateau", "plateau (uses learning_rate_reducer) or cosine decay",
                       ("plateau", "cosine")),
+        "device_augmentation": C("bool", False, "run the [augmentor] augmentation inside the compiled training step "
+                                 "(Keras ops on the GPU; the host only cuts tiles), instead of albumentations "
+                                 "threads on the host"),
+        "ema": C("float", 0.0, "momentum of an exponential moving average of the weights, which validation, "
+                 "checkpoints and export use (0 = off; 0.999 for long schedules)", lo=0, hi=0.99999),
+        "warmup_epochs": C("int", 0, "with schedule = cosine: linear learning-rate warm-up over this many epochs",
+                           lo=0, hi=1000),
+        "train_on_valid": C("bool", False, "final fit: train on train + valid for the fixed schedule (needs "
+                            "schedule = cosine; the last epoch is the model; val_* are then seen data)"),
         "monitor": C("choice", "val_jaccard", "metric that picks best.keras", ("val_jaccard", "val_dice",
                                                                               "val_loss")),
         "seed": C("int", 42, "random seed for data order, augmentation and weights", lo=0),
@@ -312,6 +321,10 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
             mod["backbone"] = "resnet50"
         if ("model", "decoder") not in given:
             mod["decoder"] = "standard"
+    tr = values["train"]
+    if tr["train_on_valid"] and tr["schedule"] != "cosine":
+        raise SkinsegError(f"{path}: [train] train_on_valid = True needs schedule = cosine (a fixed schedule: no "
+                           "validation data is left to reduce the learning rate or stop early on)")
     if not values["train"]["name"]:
         values["train"]["name"] = path.stem
     if not SAFE_RUN_NAME.match(values["train"]["name"]):

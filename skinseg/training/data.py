@@ -69,17 +69,21 @@ def order(n: int, seed: int, epoch: int, count: int) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
 
 
-def sample(data: PairSet, aug: Augmenter, seed: int, per_epoch: int, epoch: int,
-           k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sample k of an epoch, augmented: the same pixels whichever pipeline or worker asks for it."""
+def sample(data: PairSet, aug: Augmenter, seed: int, per_epoch: int, epoch: int, k: int,
+           pack: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Sample k of an epoch, augmented: the same pixels whichever pipeline or worker asks for it.
+
+    pack: image and mask as one 4-channel input (device augmentation moves them together on the GPU).
+    """
     idx = int(order(len(data), seed, epoch, per_epoch)[k])
     img, mask = data.get(idx)
     img, mask = aug(img, mask, epoch, k)
-    return img.astype(np.float32), mask[..., None].astype(np.float32)
+    x, y = img.astype(np.float32), mask[..., None].astype(np.float32)
+    return (np.concatenate([x, y], axis=-1), y) if pack else (x, y)
 
 
 def train_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: int, steps: int,
-                  first_epoch: int, epochs: int, seed: int):
+                  first_epoch: int, epochs: int, seed: int, pack: bool = False):
     """Batches for epochs [first_epoch, epochs): element i is sample (epoch, position) - deterministic."""
     import tensorflow as tf
 
@@ -87,11 +91,11 @@ def train_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: i
     th, tw = tile
 
     def make(i: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        return sample(data, aug, seed, per_epoch, *divmod(int(i), per_epoch))
+        return sample(data, aug, seed, per_epoch, *divmod(int(i), per_epoch), pack=pack)
 
     def tf_make(i: Any) -> tuple[Any, Any]:
         x, y = tf.numpy_function(make, [i], (tf.float32, tf.float32), stateful=False)
-        x.set_shape((th, tw, 3))
+        x.set_shape((th, tw, 4 if pack else 3))
         y.set_shape((th, tw, 1))
         return x, y
 
@@ -101,7 +105,7 @@ def train_dataset(data: PairSet, aug: Augmenter, tile: tuple[int, int], batch: i
 
 
 def batch_sequence(data: PairSet, aug: Augmenter, batch: int, steps: int, first_epoch: int, seed: int,
-                   workers: int = 0):
+                   workers: int = 0, pack: bool = False):
     """The same batches as `train_dataset` as a keras PyDataset, for the JAX and PyTorch backends.
 
     Threads, not processes: OpenCV and NumPy release the GIL, and the cached images are not copied.
@@ -118,7 +122,8 @@ def batch_sequence(data: PairSet, aug: Augmenter, batch: int, steps: int, first_
             return steps
 
         def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
-            items = [sample(data, aug, seed, steps * batch, self.epoch, k) for k in range(j * batch, (j + 1) * batch)]
+            items = [sample(data, aug, seed, steps * batch, self.epoch, k, pack)
+                     for k in range(j * batch, (j + 1) * batch)]
             return np.stack([x for x, _ in items]), np.stack([y for _, y in items])
 
         def on_epoch_end(self) -> None:

@@ -205,7 +205,7 @@ def recalibrate_bn(model: Any, batches: list[np.ndarray]) -> int:
 
 
 def _epoch_callback(total_epochs: int, steps: int, batch: int, quiet: bool, history: list, on_epoch: Any,
-                    validate: Any):
+                    validate: Any, evaluation_weights: Any):
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -227,15 +227,16 @@ def _epoch_callback(total_epochs: int, steps: int, batch: int, quiet: bool, hist
             self.bar.update(self.task, completed=batch_i + 1)
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs.update(validate(self.model))  # later callbacks (LR, early stopping) see val_* too
-            logs = dict(logs or {})
             secs = time.perf_counter() - self.t0
-            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            row = {"epoch": epoch + 1, **{k: round(float(v), 5) for k, v in logs.items()}, "lr": lr,
-                   "seconds": round(secs, 1), "images_per_s": round(steps * batch / secs, 2)}
-            history.append(row)
-            mark = on_epoch(epoch + 1, row, self.model)
+            with evaluation_weights(self.model):  # EMA weights, when on, for validation and checkpoints
+                if logs is not None:
+                    logs.update(validate(self.model))  # later callbacks (LR, early stopping) see val_* too
+                logs = dict(logs or {})
+                lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+                row = {"epoch": epoch + 1, **{k: round(float(v), 5) for k, v in logs.items()}, "lr": lr,
+                       "seconds": round(secs, 1), "images_per_s": round(steps * batch / secs, 2)}
+                history.append(row)
+                mark = on_epoch(epoch + 1, row, self.model)
             if not quiet:
                 self.bar.console.print(
                     f"epoch {epoch + 1:>3}/{total_epochs}  loss {row.get('loss', 0):.4f}  "
@@ -300,6 +301,10 @@ class Trainer:
 
     def check_data(self) -> None:
         self.train_pairs, self.val_pairs, self.data_summary = preflight(self.cfg, self.quiet)
+        if self.cfg.train.train_on_valid:
+            self.train_pairs = self.train_pairs + self.val_pairs
+            self.data_summary["train"]["pairs"] = len(self.train_pairs)
+            self.data_summary["train_on_valid"] = True
 
     def preview(self, count: int) -> Path:
         out = Path(self.cfg.train.runs_dir) / f"{self.cfg.train.name}-augmentations.png"
@@ -352,12 +357,15 @@ class Trainer:
         self.state.pop("interrupted", None)
         self.first = int(self.state["epoch"])
         seed = cfg.train.seed
-        train_aug = Augmenter(cfg.augmentor, cfg.tile, True, cfg.generator.augmentation, seed)
+        self.on_device = cfg.train.device_augmentation and cfg.generator.augmentation
+        # on the device, the host only cuts tiles (pad + random crop); the augmentation runs in the step
+        train_aug = Augmenter(cfg.augmentor, cfg.tile, True, cfg.generator.augmentation and not self.on_device, seed)
         val_aug = Augmenter(cfg.augmentor, cfg.tile, False, False, seed)
         self.on_tf = self.devices["backend"] == "tensorflow"
         self.ds_train = (train_dataset(train_set, train_aug, cfg.tile, self.batch, self.steps, self.first,
-                                       cfg.train.epochs, seed) if self.on_tf
-                         else batch_sequence(train_set, train_aug, self.batch, self.steps, self.first, seed))
+                                       cfg.train.epochs, seed, pack=self.on_device) if self.on_tf
+                         else batch_sequence(train_set, train_aug, self.batch, self.steps, self.first, seed,
+                                             pack=self.on_device))
         self.val_x, self.val_y = eval_arrays(val_set, val_aug, cfg.tile, cfg.train.validation_steps, self.batch)
         self.recal_batches = []
         if cfg.train.bn_recalibration:
@@ -367,6 +375,23 @@ class Trainer:
             self.recal_batches = [np.stack(tiles[i : i + self.batch]).astype(np.float32)
                                   for i in range(0, len(tiles), self.batch)]
 
+    def optimizer(self) -> Any:
+        import keras
+
+        cfg = self.cfg
+        lr: Any = cfg.model.learning_rate
+        if cfg.train.schedule == "cosine":
+            warm = cfg.train.warmup_epochs * self.steps
+            lr = keras.optimizers.schedules.CosineDecay(
+                lr / 100 if warm else lr, decay_steps=max(1, cfg.train.epochs * self.steps - warm), alpha=0.01,
+                warmup_target=lr if warm else None, warmup_steps=warm)
+        extra: dict[str, Any] = {"clipvalue": cfg.model.clipvalue} if cfg.model.clipvalue else {}
+        if cfg.train.ema:
+            extra |= {"use_ema": True, "ema_momentum": cfg.train.ema}
+        if cfg.model.optimizer == "AdamW":
+            return keras.optimizers.AdamW(lr, weight_decay=cfg.model.weight_decay, **extra)
+        return keras.optimizers.Adam(lr, **extra)
+
     def build_model(self) -> None:
         import keras
 
@@ -374,6 +399,8 @@ class Trainer:
         from skinseg.training.model import model_from_config
 
         cfg, run = self.cfg, self.run_folder
+        jit = cfg.train.jit_compile or not self.on_tf  # un-jitted JAX runs op by op
+        metrics = [Overlap("dice"), Overlap("jaccard"), keras.metrics.BinaryAccuracy(name="binary_accuracy")]
         strategy = self.devices["_strategy"]
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             if self.resuming:
@@ -385,32 +412,57 @@ class Trainer:
                 self.history = [r for r in run.read_history() if int(r["epoch"]) <= self.first]
             else:
                 self.model = model_from_config(cfg)
-                lr: Any = cfg.model.learning_rate
-                if cfg.train.schedule == "cosine":
-                    lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train.epochs * self.steps,
-                                                                alpha=0.01)
-                clip = {"clipvalue": cfg.model.clipvalue} if cfg.model.clipvalue else {}
-                opt = (keras.optimizers.AdamW(lr, weight_decay=cfg.model.weight_decay, **clip)
-                       if cfg.model.optimizer == "AdamW" else keras.optimizers.Adam(lr, **clip))
-                self.model.compile(opt, loss=LOSSES[cfg.model.loss],
-                                   metrics=[Overlap("dice"), Overlap("jaccard"),
-                                            keras.metrics.BinaryAccuracy(name="binary_accuracy")],
-                                   jit_compile=cfg.train.jit_compile or not self.on_tf)  # un-jitted JAX: op by op
+                self.model.compile(self.optimizer(), loss=LOSSES[cfg.model.loss], metrics=metrics, jit_compile=jit)
+            self.fit_model = self.model
+            if self.on_device:
+                from skinseg.training.device_augment import (
+                    AugmentedTrainer,
+                    DeviceAugment,
+                    PackedOverlap,
+                    packed_loss_factory,
+                )
+
+                aug = {k: v for k, v in vars(cfg.augmentor).items()}
+                self.fit_model = AugmentedTrainer(self.model, DeviceAugment(aug, cfg.train.seed))
+                self.fit_model.compile(self.optimizer() if not self.resuming else self.model.optimizer,
+                                       loss=packed_loss_factory(cfg.model.loss),
+                                       metrics=[PackedOverlap("dice"), PackedOverlap("jaccard")], jit_compile=jit)
         if cfg.model.show_summary and not self.quiet:
             self.model.summary(print_fn=lambda s, **_: ui.info(s))
 
+    @contextlib.contextmanager
+    def evaluation_weights(self, fit_model: Any):
+        """Swap the EMA of the weights in for validation and checkpoints, then back for training."""
+        opt = fit_model.optimizer
+        if not self.cfg.train.ema or not getattr(opt, "use_ema", False):
+            yield
+            return
+        import keras
+
+        variables = fit_model.trainable_variables
+        saved = [keras.ops.convert_to_numpy(v) for v in variables]
+        opt.finalize_variable_values(variables)
+        try:
+            yield
+        finally:
+            for v, w in zip(variables, saved, strict=True):
+                v.assign(w)
+
     def validate(self, model: Any) -> dict[str, float]:
+        model = self.model  # the segmentation model (inside the device-augmentation wrapper, when on)
         if self.recal_batches:
             recalibrate_bn(model, self.recal_batches)
         res = model.evaluate(self.val_x, self.val_y, batch_size=self.batch, verbose=0, return_dict=True)
         return {f"val_{k}": float(v) for k, v in res.items()}
 
     def on_epoch(self, epoch: int, row: dict[str, Any], model: Any) -> str:
-        """Bookkeeping after each epoch: best.keras when the monitored value improved, last.keras, state."""
+        """Bookkeeping after each epoch: best.keras when the monitored value improved (every epoch when
+        training on valid: the fixed schedule's last epoch is the model), last.keras, state."""
         run, state, monitor = self.run_folder, self.state, self.cfg.train.monitor
+        model = self.model
         value = row.get(monitor)
-        better = (value is not None and (state["best"] is None or
-                                         (value < state["best"] if monitor == "val_loss" else value > state["best"])))
+        better = self.cfg.train.train_on_valid or (value is not None and (state["best"] is None or (
+            value < state["best"] if monitor == "val_loss" else value > state["best"])))
         if better:
             state.update(best=value, best_epoch=epoch)
             save_model(model, run.best)
@@ -425,14 +477,14 @@ class Trainer:
 
         cfg = self.cfg
         cbs: list[Any] = [_epoch_callback(cfg.train.epochs, self.steps, self.batch, self.quiet, self.history,
-                                          self.on_epoch, self.validate)]
+                                          self.on_epoch, self.validate, self.evaluation_weights)]
         if self.on_tf:  # keras' TensorBoard callback writes through tf.summary
             cbs.append(keras.callbacks.TensorBoard(str(self.run_folder.tensorboard), write_graph=False,
                                                    profile_batch=0))
         if cfg.train.schedule == "plateau" and cfg.train.learning_rate_reducer:
             cbs.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=cfg.train.reducer_patience,
                                                          min_lr=1e-6, verbose=0))
-        if cfg.train.patience:
+        if cfg.train.patience and not cfg.train.train_on_valid:
             monitor = cfg.train.monitor
             cbs.append(keras.callbacks.EarlyStopping(monitor, patience=cfg.train.patience,
                                                      mode="min" if monitor == "val_loss" else "max",
@@ -447,7 +499,7 @@ class Trainer:
         old = signal.signal(signal.SIGTERM, _term)
         t0 = time.perf_counter()
         try:
-            self.model.fit(self.ds_train, epochs=self.cfg.train.epochs, initial_epoch=self.first,
+            self.fit_model.fit(self.ds_train, epochs=self.cfg.train.epochs, initial_epoch=self.first,
                            steps_per_epoch=self.steps if self.on_tf else None, callbacks=self.callbacks(), verbose=0,
                            shuffle=False)
         except KeyboardInterrupt:

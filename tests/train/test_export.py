@@ -154,9 +154,9 @@ def test_unreadable_calibration_images_are_skipped_with_a_warning(trained_run, t
 
     calib = tmp_path / "calib"
     shutil.copytree(trained_run.parent.parent / "data" / "train" / "images", calib)
-    (calib / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (calib / "0broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # sorts first: read for sure
     res = CliRunner().invoke(app, ["export", str(trained_run), "--int8", "--force", "--calibration", str(calib),
                                    "-o", str(tmp_path / "m.onnx")], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
-    assert "calibration image skipped" in res.output and "broken.jpg" in res.output
+    assert "calibration image skipped" in res.output and "0broken.jpg" in res.output
     assert (tmp_path / "m-int8.onnx").is_file()
