@@ -79,7 +79,8 @@ def load_keras(path: Path) -> Any:
 
     from skinseg.training.tf_env import import_tf
 
-    import_tf()
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        import_tf()
     import keras
 
     import skinseg.training.losses  # noqa: F401 - registers custom objects
@@ -122,6 +123,38 @@ def min_ir_version(opset: int) -> int:
 
 
 def convert(model: Any, tile: tuple[int, int], opset: int) -> Any:
+    """uint8 NHWC tiles with a dynamic batch -> probability: tf2onnx on TensorFlow, Keras' own ONNX export
+    (torch.onnx) on the PyTorch backend, for a GPU machine without TensorFlow."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        return convert_torch(model, tile, opset)
+    return convert_tf(model, tile, opset)
+
+
+def convert_torch(model: Any, tile: tuple[int, int], opset: int) -> Any:
+    import tempfile
+
+    import keras
+    import onnx
+
+    th, tw = tile
+    image = keras.Input((th, tw, 3), dtype="uint8", name="image")
+    wrapper = keras.Model(image, model(keras.ops.cast(image, "float32")), name="skinseg")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        wrapper.export(str(path), format="onnx", verbose=False, opset_version=opset,
+                       input_signature=[keras.InputSpec(shape=(None, th, tw, 3), dtype="uint8")])
+        onnx_model = onnx.load(str(path))
+    onnx_model.ir_version = min(onnx_model.ir_version, min_ir_version(max(opset, _opset(onnx_model))))
+    return onnx_model
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+
+
+def convert_tf(model: Any, tile: tuple[int, int], opset: int) -> Any:
     """tf2onnx from a tf.function taking uint8 NHWC tiles with a dynamic batch."""
     import tensorflow as tf
     import tf2onnx
@@ -321,8 +354,18 @@ class Exporter:
     def provenance(self, precision: str) -> ModelMetadata:
         import keras
         import onnx
-        import tensorflow as tf
-        import tf2onnx
+
+        backend = keras.backend.backend()
+        tools = {"keras": keras.__version__, "keras_backend": backend, "onnx": onnx.__version__}
+        if backend == "tensorflow":
+            import tensorflow as tf
+            import tf2onnx
+
+            tools |= {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
+        else:
+            import torch
+
+            tools |= {"torch": torch.__version__}
 
         cfg = self.src.config
         self.meta.provenance = {
@@ -332,8 +375,7 @@ class Exporter:
             "config": json.dumps(cfg.as_dict() if cfg else {}),
             "dataset": json.dumps(self.src.data),
             "metrics": json.dumps(self.metrics),
-            "versions": json.dumps({"skinseg": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-                                    "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__}),
+            "versions": json.dumps({"skinseg": __version__} | tools),
             "opset": str(self.opset),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": self.src.keras_path.name,
@@ -353,10 +395,13 @@ class Exporter:
         self.pending[precision] = path
         return path
 
-    @step("tf2onnx + onnx.checker")
+    @step("convert to ONNX + onnx.checker")
     def to_onnx(self) -> Path:
         self.onnx_model = convert(self.model, self.tile, self.opset)
-        self.note = f"opset {self.opset}, IR {self.onnx_model.ir_version}"
+        import keras
+
+        tool = "tf2onnx" if keras.backend.backend() == "tensorflow" else "keras on torch"
+        self.note = f"{tool}, opset {_opset(self.onnx_model)}, IR {self.onnx_model.ir_version}"
         return self.save("fp32", self.onnx_model)
 
     def parity(self, path: Path) -> float:

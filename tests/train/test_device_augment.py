@@ -42,9 +42,9 @@ def test_parameters_stay_within_the_config_ranges():
                    saturation=0.1, hue=0.03, probability=0.5, angles=[0, 90, 180, 270])
     p = {k: np.asarray(v) for k, v in layer.sample(512).items()}
     assert set(np.unique(p["hflip"])) <= {0, 1} and set(np.unique(p["rot90"])) <= {0, 1, 2, 3}
-    assert np.abs(p["free_angle"]).max() <= 15 and 0.8 <= p["scale"].min() and p["scale"].max() <= 1.2
+    assert np.abs(p["free_angle"]).max() <= 15 and p["scale"].min() >= 0.8 and p["scale"].max() <= 1.2
     assert np.abs(p["shear_x"]).max() <= 0.2 and np.abs(p["hue"]).max() <= 0.03
-    assert 0.8 <= p["brightness"].min() and p["brightness"].max() <= 1.2 and p["contrast"].min() >= 0.7
+    assert p["brightness"].min() >= 0.8 and p["brightness"].max() <= 1.2 and p["contrast"].min() >= 0.7
     assert 0.3 < (p["scale"] != 1).mean() < 0.7  # applied with probability 0.5
     assert p["free_angle"].std() > 3  # really random, not stuck at a bound
 
