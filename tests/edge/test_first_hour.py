@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from skinseg.cli import app
@@ -105,7 +106,8 @@ def test_eval_names_every_unscored_input_on_screen(tmp_path):
     assert "lonely_segmentation.png: mask without an image" in res.output
 
 
-def test_ctrl_c_writes_results_marks_run_and_prints_the_resume_command(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_writes_results_marks_run_and_prints_the_resume_command(tmp_path, sig):
     model = make_model(tmp_path / "m.onnx", box=9, tile=(128, 128))
     src = tmp_path / "in"
     src.mkdir()
@@ -118,7 +120,7 @@ def test_ctrl_c_writes_results_marks_run_and_prints_the_resume_command(tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "masks").glob("*.png"))) < 2:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert "interrupted:" in output and "--resume" in output

@@ -271,25 +271,3 @@ def test_runs_write_nothing_to_the_home_folder(tmp_path, model):
                              capture_output=True, text=True, timeout=120)
         assert res.returncode in (0, 1), res.stderr
     assert list(home.rglob("*")) == []
-
-
-def test_sigterm_marks_the_run_interrupted(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    model = make_model(tmp_path / "m.onnx", box=9, tile=(128, 128))
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(30):
-        (src / f"img{i:02d}.png").write_bytes(encode(".png", stripes(700, 900, seed=i)))
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "skinseg", "infer", str(src), "--model", str(model), "-o", str(out),
-                             "-q", "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "masks").glob("*.png"))) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
