@@ -16,12 +16,35 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 def import_tf() -> Any:
     try:
-        import tensorflow as tf
+        with _quiet_stderr():
+            import tensorflow as tf
     except ImportError as exc:
         from skinseg.shared.errors import SkinsegError
 
         raise SkinsegError("training needs TensorFlow: pip install 'skinseg[train]'") from exc
     return tf
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TensorFlow's C++ lines printed before its logging starts ('Could not find cuda drivers', absl's
+    'All log messages before absl::InitializeLog()') ignore TF_CPP_MIN_LOG_LEVEL: on a machine without
+    an NVIDIA driver they only say there is no GPU, so the import runs with the stderr descriptor muted.
+    Python exceptions still carry their message."""
+    if Path("/proc/driver/nvidia").exists() or "tensorflow" in __import__("sys").modules:
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def setup_devices(mixed_precision: str = "auto", seed: int = 42) -> dict[str, Any]:

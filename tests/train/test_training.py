@@ -83,3 +83,39 @@ def test_preflight_refuses_too_little_data(tmp_path):
                    "[eval]\nimage_datapath = data/valid/images\nmask_datapath = data/valid/masks\n")
     with pytest.raises(SkinsegError, match="too little valid data.*min_pairs"):
         train(cfg, quiet=True)
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path):
+    from skinseg.shared.errors import SkinsegError
+    from skinseg.training.trainer import train
+
+    cfg = tiny_project(tmp_path, epochs=1)
+    cfg.write_text(cfg.read_text().replace("[model]", '[model]\nweights = "missing.keras"'))
+    with pytest.raises(SkinsegError, match="weights = .*missing.keras: file not found"):
+        train(cfg, quiet=True)
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_small_images_and_shared_ids_are_warned_about(tmp_path, monkeypatch):
+    """The seed's 512 px tiles on 256x192 images: the seed resized, skinseg pads, and says so."""
+    import shutil
+
+    import numpy as np
+
+    from skinseg import ui
+    from skinseg.shared.config import load_config
+    from skinseg.training.trainer import preflight, warn_small_images
+
+    warnings = []
+    monkeypatch.setattr(ui, "warn", warnings.append)
+    cfg_path = tiny_project(tmp_path)
+    img = next((tmp_path / "data" / "train" / "images").iterdir())
+    shutil.copy(img, tmp_path / "data" / "valid" / "images" / img.name)
+    mask = tmp_path / "data" / "train" / "masks" / f"{img.stem}_segmentation.png"
+    shutil.copy(mask, tmp_path / "data" / "valid" / "masks" / mask.name)
+    cfg = load_config(cfg_path)
+    preflight(cfg, quiet=True)
+    assert any("in both train and valid" in w for w in warnings)
+    cfg.model.image_height = cfg.model.image_width = 512
+    warn_small_images(cfg, [], [np.zeros((192, 256, 3), np.uint8)])
+    assert any("smaller than the 512x512 tile" in w and "working_scale = 512" in w for w in warnings)
