@@ -18,7 +18,7 @@ from pathlib import Path
 def bench_model(path: Path, tile: int) -> Path:
     if path.is_file():
         return path
-    from skinseg.export import convert, min_ir_version  # noqa: F401
+    from skinseg.training.export import convert, min_ir_version  # noqa: F401
     from skinseg.training.model import build_model
     from skinseg.training.tf_env import import_tf
 
@@ -54,7 +54,7 @@ def main() -> None:
     from skinseg.inference.segmenter import Segmenter
 
     w, h = (int(v) for v in args.size.split("x"))
-    seg = Segmenter(model, "cpu", scale="native", batch=args.batch)
+    seg = Segmenter(model, "cpu", scale=None, batch=args.batch)
     res = run_bench(seg, None, (h, w), args.repeat)
     from skinseg.inference.doctor import cpu_features
 

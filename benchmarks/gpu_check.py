@@ -70,7 +70,7 @@ def main() -> None:
     for provider in ("cuda", "cpu"):
         benches[f"shipped-{provider}"] = run_bench(Segmenter("fp32", provider), None, (2848, 4288), 3)
         if args.big.is_file():
-            benches[f"big512-{provider}"] = run_bench(Segmenter(args.big, provider, scale="native"), None,
+            benches[f"big512-{provider}"] = run_bench(Segmenter(args.big, provider, scale=None), None,
                                                       (2848, 4288), 3)
     out["bench_4288x2848"] = benches
     print(json.dumps(out, indent=1))
