@@ -116,10 +116,12 @@ class DeviceAugment(keras.layers.Layer):
         return yin + cy, xin + cx
 
     def _displacement(self, n: int, h: int, w: int) -> tuple[Any, Any]:
-        """albumentations' elastic field: uniform noise in [-1, 1], Gaussian-smoothed, times alpha."""
+        """albumentations' (2.0.8) elastic field: Gaussian noise scaled into [-1, 1] by its largest value,
+        Gaussian-smoothed with sigma, times alpha."""
         k = _kernel(self.sigma)
         size = int(k.shape[0])
-        noise = keras.random.uniform((2 * n, h, w, 1), -1.0, 1.0, seed=self.generator)
+        noise = keras.random.normal((2 * n, h, w, 1), seed=self.generator)
+        noise = noise / ops.maximum(ops.max(ops.abs(noise), axis=(1, 2, 3), keepdims=True), 1e-6)
         noise = ops.conv(noise, ops.reshape(k, (size, 1, 1, 1)), padding="same")
         noise = ops.conv(noise, ops.reshape(k, (1, size, 1, 1)), padding="same")
         field = noise[..., 0] * self.alpha

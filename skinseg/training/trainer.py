@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import platform
 import shutil
 import signal
@@ -162,20 +163,34 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def preview_augmentations(cfg: Config, pairs: list, count: int, path: Path) -> Path:
-    """A PNG grid of augmented training tiles with their mask contours (the seed's debug folders)."""
+    """A PNG grid of augmented training tiles with their mask contours (the seed's debug folders); with
+    device_augmentation, the tiles come out of the on-device augmentation the training step runs."""
     from skinseg.shared.images import encode
     from skinseg.shared.render import grid, overlay
     from skinseg.training.augment import Augmenter
     from skinseg.training.data import load_pair
 
-    aug = Augmenter(cfg.augmentor, cfg.tile, True, cfg.generator.augmentation, cfg.train.seed)
-    cells, labels = [], []
+    on_device = cfg.train.device_augmentation and cfg.generator.augmentation
+    aug = Augmenter(cfg.augmentor, cfg.tile, True, cfg.generator.augmentation and not on_device, cfg.train.seed)
+    tiles, labels = [], []
     for i in range(count):
         img_path, mask_path = pairs[i % len(pairs)]
         img, mask = load_pair(img_path, mask_path, cfg.model.working_scale, cfg.resize)
-        a, m = aug(img, mask, epoch=i // len(pairs), index=i)
-        cells.append(overlay(a, m > 0, alpha=0.25))
-        labels.append(img_path.stem)
+        tiles.append(aug(img, mask, epoch=i // len(pairs), index=i))
+        labels.append(img_path.stem + (" (device)" if on_device else ""))
+    if on_device:
+        if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+            import_tf()  # quietly, before keras imports it
+        import keras
+
+        from skinseg.training.device_augment import DeviceAugment
+
+        layer = DeviceAugment(dict(vars(cfg.augmentor)), cfg.train.seed)
+        x, m = layer(np.stack([t for t, _ in tiles]).astype(np.float32),
+                     np.stack([mk for _, mk in tiles])[..., None].astype(np.float32))
+        x, m = keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(m)
+        tiles = [(x[i].round().astype(np.uint8), m[i, ..., 0].astype(np.uint8)) for i in range(len(tiles))]
+    cells = [overlay(a, mk > 0, alpha=0.25) for a, mk in tiles]
     files.write_bytes(path, encode(".png", grid(cells, labels, cols=min(6, count))))
     return path
 
