@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from skinseg.cli import app
 from skinseg.shared.images import encode
 from tests.onnx_factory import make_model, stripes
 from tests.realdata import ISIC256
+from tests.running import slow_job, wait_for_masks
 
 runner = CliRunner()
 
@@ -108,18 +108,11 @@ def test_eval_names_every_unscored_input_on_screen(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_writes_results_marks_run_and_prints_the_resume_command(tmp_path, sig):
-    model = make_model(tmp_path / "m.onnx", box=9, tile=(128, 128))
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(30):
-        (src / f"img{i:02d}.png").write_bytes(encode(".png", stripes(700, 900, seed=i)))
-    out = tmp_path / "out"
+    model, src, out = slow_job(tmp_path, 30)
     proc = subprocess.Popen([sys.executable, "-m", "skinseg", "infer", str(src), "--model", str(model), "-o", str(out),
                              "-q", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, COLUMNS="300"))
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "masks").glob("*.png"))) < 2:
-        time.sleep(0.05)
+    wait_for_masks(out, 2)
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output

@@ -5,28 +5,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 
-from skinseg.shared.images import encode, read_mask
-from tests.onnx_factory import make_model, stripes
+from skinseg.shared.images import read_mask
+from tests.onnx_factory import stripes
+from tests.running import slow_job, wait_for_masks
 
 
 def test_kill_9_then_resume(tmp_path):
-    model = make_model(tmp_path / "m.onnx", box=9, tile=(128, 128))
-    src = tmp_path / "in"
-    src.mkdir()
     n = 40
-    for i in range(n):
-        (src / f"img{i:02d}.png").write_bytes(encode(".png", stripes(700, 900, seed=i)))
-    out = tmp_path / "out"
+    model, src, out = slow_job(tmp_path, n)
     cmd = [sys.executable, "-m", "skinseg", "infer", str(src), "--model", str(model), "-o", str(out), "-q",
            "--threads", "1", "--keep", "all", "--no-fill-holes"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "masks").glob("*.png"))) < 3:
-        time.sleep(0.05)
+    wait_for_masks(out, 3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = sorted((out / "masks").glob("*.png"))

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from skinseg.cli import app
 from skinseg.shared.images import encode, read_mask
-from tests.onnx_factory import make_model, stripes
+from tests.onnx_factory import stripes
 from tests.realdata import FULLRES, ISIC256
+from tests.running import slow_job
 
 runner = CliRunner()
 
@@ -52,13 +53,7 @@ def test_ray_local_matches_local_infer_and_reports_bad_inputs(tmp_path):
 def test_a_killed_worker_is_replaced_and_every_image_is_done_once(tmp_path):
     import psutil
 
-    model = make_model(tmp_path / "m.onnx", box=9, tile=(128, 128))
-    src = tmp_path / "in"
-    src.mkdir()
-    n = 24
-    for i in range(n):
-        (src / f"img{i:02d}.png").write_bytes(encode(".png", stripes(700, 900, seed=i)))
-    out = tmp_path / "out"
+    model, src, out = slow_job(tmp_path, 24)
     proc = subprocess.Popen([sys.executable, "-m", "skinseg", "infer", str(src), "--model", str(model), "-o", str(out),
                              "-q", "--ray", "local", "--workers", "2", "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
