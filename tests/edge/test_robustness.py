@@ -271,3 +271,24 @@ def test_runs_write_nothing_to_the_home_folder(tmp_path, model):
                              capture_output=True, text=True, timeout=120)
         assert res.returncode in (0, 1), res.stderr
     assert list(home.rglob("*")) == []
+
+
+def test_a_model_that_fails_on_every_tile_is_one_model_error(tmp_path):
+    """A Reshape that only fits 64x64 inputs, run with 32 px tiles: one line, exit 2, not a row per image."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([-1, 64, 64, 1], np.int64), "shape")
+    g = helper.make_graph([helper.make_node("ReduceMean", ["image"], ["m"], axes=[3], keepdims=1),
+                           helper.make_node("Reshape", ["m", "shape"], ["mask"])], "bad",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
+                          [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "H", "W", 1])], [shape])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "bad.onnx"))
+    for i in range(3):
+        _png(tmp_path / f"a{i}.png", i)
+    res = runner.invoke(app, ["infer", str(tmp_path), "--model", str(tmp_path / "bad.onnx"), "--tile", "32",
+                              "-o", str(tmp_path / "o"), "-q"], terminal_width=250)
+    assert res.exit_code == 2 and "the model failed on a [" in res.output, res.output
+    assert res.output.count("error:") == 1
