@@ -169,7 +169,7 @@ def infer(
                                                      "flags win.")] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'local' (a Ray instance on this machine "
                                             "for the run), 'auto', HOST:6379 or ray://HOST:10001 (pip install "
-                                            "'skinseg[ray]').")] = None,
+                                            "'skinseg\\[ray]').")] = None,
     workers: Annotated[int, typer.Option(help="With --ray: model actors (0 = one per CPU socket's cores, or one "
                                               "per GPU).")] = 0,
     gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per actor (e.g. 1, or 0.5 to share "
