@@ -54,6 +54,18 @@ def safe_stem(stem: str) -> str:
     return raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore") + "-" + digest
 
 
+def failure(exc: Exception) -> str:
+    """The error-row reason for one image that failed; model and flag errors (exit code 2) are raised
+    instead: they would fail every image, so they end the run once."""
+    if isinstance(exc, InputError):
+        return str(exc)
+    if isinstance(exc, SkinsegError) and exc.exit_code == 2:
+        raise exc
+    if isinstance(exc, OSError):  # reading is checked by the image reader: this is a write
+        return f"cannot write outputs: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 @dataclass
 class Job:
     """One input image and where its outputs go."""
@@ -331,15 +343,8 @@ class InferRun:
             loaded = self.seg.load(job.path)
             pred = self.seg.predict(loaded)
             self._write_outputs(job, loaded.rgb, pred.mask)
-        except InputError as exc:
-            return self._row(job, status="error", error=str(exc), mask="", overlay="")
-        except OSError as exc:
-            return self._row(job, status="error", error=f"cannot write outputs: {exc.strerror or exc}", mask="",
-                             overlay="")
         except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
-            if isinstance(exc, SkinsegError) and exc.exit_code == 2:
-                raise
-            return self._row(job, status="error", error=f"{type(exc).__name__}: {exc}"[:500], mask="", overlay="")
+            return self._row(job, status="error", error=failure(exc), mask="", overlay="")
         return self._row(job, status="ok", width=pred.width, height=pred.height, **mask_stats(pred.mask),
                          tiles=pred.tiles, seconds=round(time.perf_counter() - t, 3), error="")
 
@@ -367,8 +372,8 @@ class InferRun:
                 fut, row = writes.popleft()
                 try:
                     fut.result()
-                except InputError as exc:  # e.g. this image's output name cannot be written
-                    row.update(status="error", error=str(exc), mask="", overlay="")
+                except Exception as exc:  # noqa: BLE001 - e.g. this image's outputs cannot be written
+                    row.update(status="error", error=failure(exc), mask="", overlay="")
                     self._journal(row)
 
             try:
@@ -382,23 +387,14 @@ class InferRun:
                         if progress:
                             progress.image(shown(job.path.name), self.seg.count_tiles(loaded.height, loaded.width))
                         pred = self.seg.predict(loaded, on_batch=progress.tiles if progress else None)
-                    except InputError as exc:
-                        error_row(job, str(exc))
-                        continue
                     except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
-                        if isinstance(exc, SkinsegError) and exc.exit_code == 2:
-                            raise
-                        error_row(job, f"{type(exc).__name__}: {exc}"[:500])
+                        error_row(job, failure(exc))
                         continue
                     row = self._row(job, status="ok", width=pred.width, height=pred.height,
                                     **mask_stats(pred.mask), tiles=pred.tiles, error="")
 
                     def write(job=job, rgb=loaded.rgb, mask=pred.mask, row=row, t=t) -> None:
-                        try:
-                            self._write_outputs(job, rgb, mask)
-                        except OSError as exc:
-                            raise InputError(f"cannot write outputs for {shown(job.path)}: "
-                                             f"{exc.strerror or exc}") from exc
+                        self._write_outputs(job, rgb, mask)
                         row["seconds"] = round(time.perf_counter() - t, 3)
                         self._journal(row)
 

@@ -25,6 +25,7 @@ DEFAULT_MAX_BYTES = 1_000_000_000  # a 200 MP image compresses far below this; a
 import cv2  # noqa: E402
 
 from skinseg.shared.errors import InputError  # noqa: E402
+from skinseg.shared.files import shown  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -51,7 +52,7 @@ def max_bytes() -> int:
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """The file's bytes, after checking it is a regular file (a FIFO would block forever) of sane size."""
     path = Path(path)
-    name = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    name = shown(path)
     try:
         st = path.stat()
         if stat.S_ISDIR(st.st_mode):
