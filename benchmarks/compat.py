@@ -105,8 +105,8 @@ def main() -> None:
     import onnx
 
     from skinseg.inference.adapter import ModelAdapter
-    from skinseg.inference.quantize import tensorrt_problems
-    from skinseg.models import FP32, INT8
+    from skinseg.inference.int8 import tensorrt_problems
+    from skinseg.inference.model_files import FP32, INT8
     from skinseg.shared.dataset import collect_images
     from skinseg.shared.images import binarize, load_image, read_mask
     from skinseg.shared.scale import mask_to_size, to_working

@@ -50,13 +50,13 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--model", str(model), "--size", args.size, "--batch", str(args.batch),
                "--repeat", str(args.repeat)]
         raise SystemExit(subprocess.call(cmd))
-    from skinseg.inference.bench import run_bench
+    from skinseg.commands.bench import run_bench
     from skinseg.inference.segmenter import Segmenter
 
     w, h = (int(v) for v in args.size.split("x"))
     seg = Segmenter(model, "cpu", scale=None, batch=args.batch)
     res = run_bench(seg, None, (h, w), args.repeat)
-    from skinseg.inference.doctor import cpu_features
+    from skinseg.commands.doctor import cpu_features
 
     res["cpu"] = cpu_features()["model"]
     res["cores"] = cpu_features()["cores"]

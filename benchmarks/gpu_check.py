@@ -58,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     import onnxruntime as ort
 
-    from skinseg.inference.bench import run_bench
+    from skinseg.commands.bench import run_bench
     from skinseg.inference.segmenter import Segmenter
 
     images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))

@@ -8,37 +8,20 @@ export's verification all call models through here; nothing else touches a sessi
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import statistics
+import time
 
 import numpy as np
 
+from skinseg.inference.model_files import resolve_model
 from skinseg.inference.session import create_session
 from skinseg.inference.spec import ModelSpec, read_spec
-from skinseg.shared.errors import ModelError, SkinsegError
+from skinseg.shared.errors import ModelError, SkinsegError, first_line
 from skinseg.shared.files import sha256_file
-from skinseg.shared.metadata import OUTPUT_KINDS
-
-MIN_TILE = 8
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
-
-
-def resolve_model(model: str | os.PathLike[str] | None, provider: str = "auto") -> Path:
-    """None = the shipped model for this machine; 'fp32' / 'int8' = that shipped precision; else a path."""
-    if model is None:
-        from skinseg.models import default_model
-
-        return default_model(provider)
-    if str(model).lower() in ("fp32", "int8") and not Path(model).exists():
-        from skinseg.models import shipped_models
-
-        picked = shipped_models().get(str(model).lower())
-        if picked is None:
-            raise SkinsegError(f"model {model}: no shipped {model} model in this install")
-        return picked
-    return Path(model)
 
 
 class ModelAdapter:
@@ -62,9 +45,7 @@ class ModelAdapter:
         self.model_path = resolve_model(model, provider)
         self.session, self.providers = create_session(self.model_path, provider, threads, graph_opt)
         self.spec: ModelSpec = read_spec(self.session, str(self.model_path))
-        if output_kind:
-            if output_kind not in OUTPUT_KINDS:
-                raise SkinsegError(f"output kind {output_kind!r}: choose one of {', '.join(OUTPUT_KINDS)}")
+        if output_kind:  # checked by EngineOptions
             self.spec.output_kind = output_kind
         if input_max:
             self.spec.input_max = float(input_max)
@@ -75,8 +56,6 @@ class ModelAdapter:
 
     def _fit_tile(self, asked: tuple[int, int] | None) -> tuple[int, int]:
         fixed = self.spec.tile
-        if asked is not None and min(asked) < MIN_TILE:
-            raise SkinsegError(f"tile {asked[0]}x{asked[1]}: each side must be at least {MIN_TILE} px")
         if fixed and asked and tuple(asked) != fixed:
             raise SkinsegError(f"tile {asked[0]}x{asked[1]} does not fit {self.model_path.name}: its input is "
                                f"fixed at {fixed[0]}x{fixed[1]} (HxW); use that tile or none")
@@ -85,6 +64,18 @@ class ModelAdapter:
     @property
     def on_gpu(self) -> bool:
         return self.providers[0] != "CPUExecutionProvider"
+
+    def latency_ms(self, runs: int = 20) -> float:
+        """Median milliseconds of one single-tile session run, after warm-up."""
+        x = self.to_model_input(np.random.default_rng(0).integers(0, 256, (1, *self.tile, 3), dtype=np.uint8))
+        for _ in range(3):
+            self.run(x)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.run(x)
+            times.append(time.perf_counter() - t)
+        return 1000 * statistics.median(times)
 
     @property
     def sha256(self) -> str:
@@ -118,7 +109,7 @@ class ModelAdapter:
                 return binding.copy_outputs_to_cpu()[0]
             return self.session.run([self.spec.output_name], {self.spec.input_name: x})[0]
         except Exception as exc:  # onnxruntime's own error types: the model fails on any input of this shape
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = first_line(exc)
             raise ModelError(f"{self.model_path}: the model failed on a {list(x.shape)} input ({first}); "
                              "check its tile size and metadata") from exc
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from skinseg.shared.errors import SkinsegError
-from skinseg.shared.metadata import KEEP_CHOICES, MAX_BLUR
+from skinseg.shared.metadata import postprocess_problem
 
 
 @dataclass
@@ -33,14 +33,10 @@ class PostProcess:
     fill_holes: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise SkinsegError(f"threshold {self.threshold}: must be above 0 and at most 1")
-        if self.keep not in KEEP_CHOICES:
-            raise SkinsegError(f"keep={self.keep!r}: choose one of {', '.join(KEEP_CHOICES)}")
-        if not 0 <= self.blur <= MAX_BLUR:
-            raise SkinsegError(f"blur {self.blur}: expected a Gaussian sigma from 0 to {MAX_BLUR} px")
-        if self.min_area < 0:
-            raise SkinsegError(f"min_area {self.min_area}: must be >= 0")
+        for name in ("threshold", "blur", "keep", "min_area", "fill_holes"):
+            value = getattr(self, name)
+            if why := postprocess_problem(name, value):
+                raise SkinsegError(f"{name} {value!r}: {why}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

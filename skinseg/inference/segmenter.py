@@ -11,19 +11,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from skinseg.inference.adapter import ModelAdapter
+from skinseg.inference.options import EngineOptions
 from skinseg.inference.postprocess import PostProcess, postprocess
 from skinseg.inference.spec import ModelSpec
 from skinseg.inference.tiling import count_tiles, sliding_window
 from skinseg.shared import scale as scaling
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.images import LoadedImage, load_image
-
-FROM_MODEL = "model"  # scale: use the working scale the model records
+from skinseg.shared.scale import FROM_MODEL
 
 
 @dataclass
@@ -46,66 +46,36 @@ class Prediction:
 
 
 class Segmenter:
-    """A model adapter plus the options to run it on whole images.
+    """One model, loaded once, run on whole images with one `EngineOptions` value.
 
     Args:
         model: path to an .onnx file; None = the shipped model for this machine; 'fp32' or 'int8' = that
             shipped precision.
         provider: 'auto', 'cpu', 'cuda', 'tensorrt' or any ONNX Runtime provider name.
-        tile: tile size N or (h, w); defaults to the model's fixed input size, else its metadata, else 512.
-        scale: working scale as the long side in pixels, None for native resolution, or "model" (default)
-            for the model's own.
-        overlap: fraction of tile overlap in [0, 1); default: the model's (`skinseg.tiling`), else 0.5.
-        batch: tiles per session run; 0 = auto: up to 512x512 pixels per run on the CPU (batching
-            big tiles there only costs memory: 1.4 GB at 4x512x512 vs 0.4 GB at 1, same speed),
-            four times that on a GPU, at most 16 tiles.
-        tta: average predictions over horizontal/vertical flips (4x the work).
-        threshold: overrides the model's threshold (default 0.5).
-        post: post-processing options; fields not given come from the model metadata.
-        output_kind, input_max, threads, graph_opt, io_binding: see ModelAdapter.
-        reduced_decode: decode JPEGs at 1/2, 1/4 or 1/8 size when the working scale allows (faster);
-            False decodes every image at full size, the contract's reference path.
+        options: how to run it (EngineOptions); keyword arguments build or change one for the Python API:
+            `Segmenter("int8", tta=True)` is `Segmenter("int8", options=EngineOptions(tta=True))`.
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | None = None,
-        provider: str = "auto",
-        *,
-        tile: int | tuple[int, int] | None = None,
-        scale: int | None | Literal["model"] = FROM_MODEL,
-        overlap: float | None = None,
-        batch: int = 0,
-        tta: bool = False,
-        threshold: float | None = None,
-        post: dict[str, Any] | None = None,
-        output_kind: str | None = None,
-        input_max: float | None = None,
-        threads: int = 0,
-        graph_opt: str = "all",
-        io_binding: bool | None = None,
-        reduced_decode: bool = True,
-    ) -> None:
-        if overlap is not None and not 0 <= overlap < 1:
-            raise SkinsegError(f"overlap {overlap}: must be at least 0 and below 1")
-        if batch < 0:
-            raise SkinsegError(f"batch {batch}: must be at least 1 (or 0 for auto)")
-        self.adapter = ModelAdapter(model, provider, tile=tile, tta=tta, output_kind=output_kind,
-                                    input_max=input_max, threads=threads, graph_opt=graph_opt,
-                                    io_binding=io_binding)
+    def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
+                 options: EngineOptions | None = None, **changes: Any) -> None:
+        options = options or EngineOptions()
+        self.options = options.with_(**changes) if changes else options
+        o = self.options
+        self.adapter = ModelAdapter(model, provider, tile=o.tile, tta=o.tta, output_kind=o.output_kind,
+                                    input_max=o.input_max, threads=o.threads, graph_opt=o.graph_opt,
+                                    io_binding=o.io_binding)
         tiling = self.spec.metadata.tiling
-        self.overlap = float(tiling["overlap"]) if overlap is None else overlap
+        self.overlap = float(tiling["overlap"]) if o.overlap is None else o.overlap
         self.sigma_scale = float(tiling["sigma_scale"])
-        self.reduced_decode = reduced_decode
+        self.reduced_decode = o.reduced_decode
         th, tw = self.tile
         budget = 512 * 512 * (4 if self.adapter.on_gpu else 1)
-        self.batch = batch or max(1, min(16, budget // (th * tw)))
-        self.scale: int | None = self.spec.scale if scale == FROM_MODEL else scaling.check_scale(scale)
+        self.batch = o.batch or max(1, min(16, budget // (th * tw)))
+        self.scale: int | None = self.spec.scale if o.scale == FROM_MODEL else o.scale
         self.resize = self.spec.metadata.resize
-        opts = {k: v for k, v in self.spec.postprocess.items() if k in PostProcess.__dataclass_fields__}
-        opts["threshold"] = self.spec.threshold if threshold is None else threshold
-        opts.update({k: v for k, v in (post or {}).items() if v is not None})
-        self.post = PostProcess(**opts)
+        post = {k: v for k, v in self.spec.postprocess.items() if k in PostProcess.__dataclass_fields__}
+        post["threshold"] = self.spec.threshold if o.threshold is None else o.threshold
+        self.post = PostProcess(**(post | o.post_overrides()))
 
     # -- what the adapter knows ----------------------------------------------------------------
     @property

@@ -19,7 +19,7 @@ from typing import Any
 
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.runfolder import SAFE_NAME as SAFE_RUN_NAME
-from skinseg.shared.scale import DEFAULT_RESIZE, MAX_SCALE, method_from_config
+from skinseg.shared.scale import DEFAULT_RESIZE, MAX_SCALE, MIN_SCALE, method_from_config
 
 SEED_BLUR_SIGMA = 2.0  # the seed's `[mask] blur = True` smoothed with sigma 2 px
 SEED_MODEL = "tensorflowdeeplabv3plus"  # the seed's model family: ResNet50 with the standard decoder
@@ -108,7 +108,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                                                               "val_loss")),
         "seed": C("int", 42, "random seed for data order, augmentation and weights", lo=0),
         "mixed_precision": C("choice", "auto", "auto = mixed_float16 on GPU only", ("auto", "on", "off")),
-        "jit_compile": C("bool", False, "XLA; helps on GPU, was 8x slower on CPU here"),
+        "jit_compile": C("bool", False, "XLA; helps on GPU, slows the CPU (README, Benchmarks)"),
         "cache": C("bool", True, "keep decoded images at the working scale in memory"),
         "val_split": C("float", 0.1, "with dataset_splitter and no [eval] paths: share of train for validation",
                        lo=0.01, hi=0.5),
@@ -204,9 +204,9 @@ def _convert(key: Key, raw: str, base: Path) -> tuple[Any, str | None]:
     if t == "scale":
         if isinstance(v, str) and v.lower() == "native":
             return None, None
-        if isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= MAX_SCALE:
+        if isinstance(v, int) and not isinstance(v, bool) and MIN_SCALE <= v <= MAX_SCALE:
             return v, None
-        return None, f"a long side in pixels (32 to {MAX_SCALE}) or native"
+        return None, f"a long side in pixels ({MIN_SCALE} to {MAX_SCALE}) or native"
     s = str(v)
     if t == "choice":
         for c in key.choices:

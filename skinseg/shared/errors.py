@@ -17,3 +17,8 @@ class InputError(SkinsegError):
 
 class ModelError(SkinsegError):
     """The model cannot be used as it is (bad file, contradictory metadata, non-finite output): exit 2."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (a library's multi-line error, shown in one line)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

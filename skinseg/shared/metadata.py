@@ -26,6 +26,28 @@ INPUT_DTYPES = ("uint8", "float32", "float16")
 KEEP_CHOICES = ("largest", "all")
 MAX_BLUR = 100.0  # px; a larger sigma blurs a dermoscopy image into one colour
 DEFAULT_POSTPROCESS: dict[str, Any] = {"blur": 0.0, "keep": "largest", "min_area": 0, "fill_holes": True}
+
+
+def postprocess_problem(name: str, value: Any) -> str | None:
+    """Why `value` is not a valid post-processing option `name` (None when it is): the one check that
+    the engine's options and the metadata reader share."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "blur":
+        ok = number and math.isfinite(value) and 0 <= value <= MAX_BLUR
+        return None if ok else f"expected a Gaussian sigma from 0 to {MAX_BLUR:g} px"
+    if name == "keep":
+        return None if value in KEEP_CHOICES else f"choose one of {', '.join(KEEP_CHOICES)}"
+    if name == "min_area":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return None if ok else "expected a whole number of pixels, at least 0"
+    if name == "fill_holes":
+        return None if isinstance(value, bool) else "expected true or false"
+    if name == "threshold":
+        ok = number and math.isfinite(value) and 0 < value <= 1
+        return None if ok else "must be above 0 and at most 1"
+    return "not a post-processing option"
+
+
 # How tiles are cut and blended (docs/model-contract.md, "Tiling"); the engine reads these.
 DEFAULT_TILING: dict[str, Any] = {"overlap": 0.5, "sigma_scale": 0.125, "pad": "edge"}
 # Provenance keys: written for people, never read by the engine.
@@ -192,17 +214,7 @@ class _Reader:
 
     def postprocess(self, key: str) -> dict[str, Any]:
         d = self.json_dict(key)
-        unknown = set(d) - set(DEFAULT_POSTPROCESS)
-        ok = not unknown
-        if "blur" in d:
-            ok &= isinstance(d["blur"], int | float) and not isinstance(d["blur"], bool) and 0 <= d["blur"] <= MAX_BLUR
-        if "keep" in d:
-            ok &= d["keep"] in KEEP_CHOICES
-        if "min_area" in d:
-            ok &= isinstance(d["min_area"], int) and not isinstance(d["min_area"], bool) and d["min_area"] >= 0
-        if "fill_holes" in d:
-            ok &= isinstance(d["fill_holes"], bool)
-        if not ok:
+        if set(d) - set(DEFAULT_POSTPROCESS) or any(postprocess_problem(k, v) for k, v in d.items()):
             raise self.fail(key, 'a JSON object with blur (0-100), keep (largest|all), min_area (>= 0), '
                                  'fill_holes (true|false)')
         return d

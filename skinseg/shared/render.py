@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -52,3 +55,18 @@ def grid(cells: list[np.ndarray], labels: list[str], cols: int = 4, cell: int = 
         cv2.putText(out, text, (c * cell + 4, r * (cell + cap) + cell + 16),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.42, (20, 20, 20), 1, cv2.LINE_AA)
     return out
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
+    """A matplotlib figure as a PNG, written atomically, and closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from skinseg.shared import files
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    files.write_bytes(path, buf.getvalue())

@@ -25,7 +25,8 @@ from skinseg.shared.errors import SkinsegError
 METHODS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
            "nearest": cv2.INTER_NEAREST, "lanczos4": cv2.INTER_LANCZOS4}
 DEFAULT_RESIZE = {"image_down": "area", "image_up": "linear", "probability": "linear"}
-MIN_SCALE, MAX_SCALE = 8, 65536
+MIN_SCALE, MAX_SCALE = 32, 65536  # one rule for the CLI, the config and model metadata
+FROM_MODEL = "model"  # a scale option meaning: the working scale the model records
 
 
 def method_from_config(name: str) -> str:

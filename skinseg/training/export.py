@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from skinseg import __version__, ui
-from skinseg.inference.quantize import TARGETS, calibration_tiles, quantize_file
+from skinseg.inference.int8 import Gate, calibration_tiles, check_target, gate, quantize_file
 from skinseg.shared import files
 from skinseg.shared.dataset import collect_images, config_split, locate_split, split_pairs
 from skinseg.shared.errors import SkinsegError
-from skinseg.shared.metadata import ModelMetadata
+from skinseg.shared.metadata import DEFAULT_POSTPROCESS, ModelMetadata
 from skinseg.shared.runfolder import RunFolder
 from skinseg.shared.scale import DEFAULT_RESIZE
 
@@ -193,27 +193,12 @@ def validation_pairs(src: Source, valid: Path | None) -> list[tuple[Path, Path]]
     return split_pairs(dirs.images, dirs.masks).pairs
 
 
-def mean_jaccard(model_path: Path, pairs: list[tuple[Path, Path]]) -> tuple[float, list[np.ndarray]]:
-    """Validation Jaccard through the engine (the code path infer and eval use); also returns the masks."""
-    from skinseg.evaluation.metrics import scores
+def engine_masks(model_path: Path, images: list[Path]) -> list[np.ndarray]:
+    """Masks through the engine (the code path infer and eval use) on the CPU."""
     from skinseg.inference.segmenter import Segmenter
-    from skinseg.shared.images import binarize, read_mask
 
     seg = Segmenter(model_path, "cpu")
-    jac, masks = [], []
-    for img, mask in pairs:
-        pred = seg.predict(img).mask
-        truth = binarize(read_mask(mask))
-        jac.append(scores(pred, truth, with_hd95=False)["jaccard"])
-        masks.append(pred)
-    return float(np.mean(jac)), masks
-
-
-def mask_dice(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """Mean Dice between two precisions' masks on the same images."""
-    from skinseg.evaluation.metrics import scores
-
-    return float(np.mean([scores(x, y, with_hd95=False)["dice"] for x, y in zip(a, b, strict=True)]))
+    return [seg.predict(p).mask for p in images]
 
 
 def to_fp16(fp32_model: Any) -> Any:
@@ -282,8 +267,7 @@ class Exporter:
                  int8: bool = False, calibration: Path | None = None, valid: Path | None = None,
                  max_drop: float = 0.5, force: bool = False, simplify: bool = False,
                  calibration_tiles: int = 64, quiet: bool = False, target: str = "cpu") -> None:
-        if target not in TARGETS:
-            raise SkinsegError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+        check_target(target)
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise SkinsegError(f"--opset {opset}: supported opsets are {MIN_OPSET} to {MAX_OPSET} (17 recommended)")
         self.src = find_source(source)
@@ -301,7 +285,7 @@ class Exporter:
             layout="NHWC", channel_order="RGB", input_dtype="uint8", input_range=(0, 255), output="probability",
             scale=cfg.model.working_scale if cfg else None,
             threshold=round(cfg.mask.threshold, 4) if cfg else 0.5,
-            postprocess={"keep": "largest", "fill_holes": True, "blur": cfg.blur_sigma if cfg else 0.0},
+            postprocess=DEFAULT_POSTPROCESS | {"blur": cfg.blur_sigma if cfg else 0.0},
             resize=cfg.resize if cfg else dict(DEFAULT_RESIZE),
         )
         self.metrics: dict[str, Any] = {"keras_validation": self.src.best}
@@ -448,23 +432,31 @@ class Exporter:
 
     @step("validation Jaccard (engine)")
     def validate(self) -> Path:
-        self.fp32_jac, self.fp32_masks = mean_jaccard(self.pending["fp32"], self.pairs) if self.pairs else (None, [])
+        from skinseg.shared.images import binarize, read_mask
+        from skinseg.shared.metrics import mean_jaccard
+
+        self.truths = [binarize(read_mask(m)) for _, m in self.pairs]
+        self.fp32_masks = engine_masks(self.pending["fp32"], [p for p, _ in self.pairs])
+        self.fp32_jac = mean_jaccard(self.fp32_masks, self.truths) if self.pairs else None
         self.rows.append({"precision": "fp32", "parity": f"max|diff| {self.diff:.1e}", "val_jaccard": self.fp32_jac,
-                          "mask_dice_vs_fp32": 1.0 if self.pairs else None})
+                          "agreement_vs_fp32": 1.0 if self.pairs else None})
         self.metrics["onnx_fp32"] = {"val_jaccard": self.fp32_jac, "parity_max_abs": self.diff,
                                      "val_images": len(self.pairs)}
         self.note = f"{len(self.pairs)} images" if self.pairs else "no validation split"
         return self.save("fp32", self.onnx_model)  # now with the validation figures in its metadata
 
-    def agreement(self, precision: str) -> dict[str, Any]:
-        jac, masks = mean_jaccard(self.pending[precision], self.pairs) if self.pairs else (None, [])
-        return {"precision": precision, "val_jaccard": jac,
-                "mask_dice_vs_fp32": mask_dice(self.fp32_masks, masks) if self.pairs else None}
+    def agreement(self, precision: str) -> tuple[dict[str, Any], Gate | None]:
+        """A variant against FP32 on the validation split, through the one INT8/FP16 gate's measure."""
+        if not self.pairs:
+            return {"precision": precision, "val_jaccard": None, "agreement_vs_fp32": None}, None
+        g = gate(self.fp32_masks, engine_masks(self.pending[precision], [p for p, _ in self.pairs]), self.truths,
+                 self.max_drop)
+        return {"precision": precision, "val_jaccard": g.int8_jaccard, "agreement_vs_fp32": g.agreement}, g
 
     @step("fp16 variant")
     def make_fp16(self) -> Path:
         path = self.save("fp16", to_fp16(self.onnx_model))
-        self.rows.append(self.agreement("fp16"))
+        self.rows.append(self.agreement("fp16")[0])
         return path
 
     def calibration_images(self) -> list[Path]:
@@ -493,14 +485,12 @@ class Exporter:
         quantize_file(self.pending["fp32"], raw, ModelAdapter(self.pending["fp32"], "cpu"), tiles, self.target)
         self.extra["quantization"] = next(p.value for p in onnx.load(str(raw)).metadata_props
                                           if p.key == "skinseg.quantization")
-        row = self.agreement("int8")
-        drop = (self.fp32_jac - row["val_jaccard"]) * 100 if self.pairs else None
-        row["drop_points"] = drop
-        self.metrics["onnx_int8"] = {"val_jaccard": row["val_jaccard"], "drop_points_vs_fp32": drop,
+        row, g = self.agreement("int8")
+        row["drop_points"] = g.loss if g else None
+        self.metrics["onnx_int8"] = {"val_jaccard": row["val_jaccard"], "drop_points_vs_fp32": row["drop_points"],
                                      "calibration_tiles": len(tiles)}
-        if drop is not None and drop > self.max_drop and not self.force:
-            raise SkinsegError(f"INT8 loses {drop:.2f} Jaccard points on validation (limit --max-drop "
-                               f"{self.max_drop}); not written. Use more --calibration images, or --force to keep it")
+        if g:
+            g.enforce(self.target, self.force, "Use more --calibration images")
         self.rows.append(row)
         self.note = f"{len(tiles)} calibration tiles, target {self.target}"
         return self.save("int8", onnx.load(str(raw)))
@@ -508,21 +498,20 @@ class Exporter:
     @step("publish (verified files renamed into place)")
     def publish(self) -> None:
         from skinseg.inference.adapter import ModelAdapter
-        from skinseg.inference.bench import tile_latency_ms
 
         for row in self.rows:
             tmp, final = self.pending.pop(row["precision"]), self.paths[row["precision"]]
             os.replace(tmp, final)
             row["file"] = final
             row["size_mb"] = _mb(final)
-            row["tile_ms"] = tile_latency_ms(ModelAdapter(final, "cpu"))
+            row["tile_ms"] = ModelAdapter(final, "cpu").latency_ms()
         for tmp in self.pending.values():
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
     def table(self) -> None:
         rows = [[r["file"].name, f"{r['size_mb']:.2f}", r["precision"],
-                 r.get("parity") or (f"mask Dice {r['mask_dice_vs_fp32']:.4f}" if r.get("mask_dice_vs_fp32") else ""),
+                 r.get("parity") or (f"mask J {r['agreement_vs_fp32']:.4f}" if r.get("agreement_vs_fp32") else ""),
                  f"{r['val_jaccard']:.4f}" if r.get("val_jaccard") is not None else "n/a", f"{r['tile_ms']:.2f}"]
                 for r in self.rows]
         fp32 = self.paths["fp32"]

@@ -9,11 +9,8 @@ folder, so no run folder without a model is left behind.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import platform
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from skinseg import __version__, ui
-from skinseg.shared import files
-from skinseg.shared.checkdata import check_split
+from skinseg.shared import files, system
 from skinseg.shared.config import SCHEMA, Config, load_config
 from skinseg.shared.dataset import config_split
+from skinseg.shared.dataset_check import check_split
 from skinseg.shared.errors import SkinsegError
+from skinseg.shared.render import save_figure
 from skinseg.shared.runfolder import RunFolder
 from skinseg.training.tf_env import import_tf, setup_devices
 
@@ -112,15 +110,12 @@ def write_resolved_config(cfg: Config, path: Path) -> None:
 
 def versions(devices: dict[str, Any]) -> dict[str, Any]:
     import albumentations
-    import cv2
     import keras
 
     tf_version = import_tf().__version__ if devices.get("backend") == "tensorflow" else None
-    return {"skinseg": __version__, "python": platform.python_version(), "tensorflow": tf_version,
-            "keras": keras.__version__, "backend": devices.get("backend"),
-            "albumentations": albumentations.__version__, "numpy": np.__version__,
-            "opencv": cv2.__version__, "platform": platform.platform(),
-            "devices": {k: v for k, v in devices.items() if not k.startswith("_")}}
+    return system.versions(tensorflow=tf_version, keras=keras.__version__, backend=devices.get("backend"),
+                           albumentations=albumentations.__version__,
+                           devices={k: v for k, v in devices.items() if not k.startswith("_")})
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -155,11 +150,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    files.write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=90)
 
 
 def preview_augmentations(cfg: Config, pairs: list, count: int, path: Path) -> Path:
@@ -507,16 +498,13 @@ class Trainer:
         return cbs
 
     def fit(self) -> None:
-        def _term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
         run = self.run_folder
-        old = signal.signal(signal.SIGTERM, _term)
         t0 = time.perf_counter()
         try:
-            self.fit_model.fit(self.ds_train, epochs=self.cfg.train.epochs, initial_epoch=self.first,
-                           steps_per_epoch=self.steps if self.on_tf else None, callbacks=self.callbacks(), verbose=0,
-                           shuffle=False)
+            with system.sigterm_as_interrupt():
+                self.fit_model.fit(self.ds_train, epochs=self.cfg.train.epochs, initial_epoch=self.first,
+                                   steps_per_epoch=self.steps if self.on_tf else None, callbacks=self.callbacks(),
+                                   verbose=0, shuffle=False)
         except KeyboardInterrupt:
             save_model(self.model, run.last)
             write_history(run, self.history)
@@ -524,8 +512,6 @@ class Trainer:
             ui.warn(f"interrupted after {self.state['epoch']} complete epochs: saved last.keras and history; "
                     f"continue with: skinseg train --resume {run.path}")
             raise SystemExit(130) from None
-        finally:
-            signal.signal(signal.SIGTERM, old)
         self.state["seconds"] = round(self.state.get("seconds", 0) + time.perf_counter() - t0, 1)
         self.state["finished"] = True
         run.write_state(self.state)

@@ -14,7 +14,7 @@ NO_POST = {"keep": "all", "fill_holes": False}
 @pytest.mark.parametrize("output", ["probability", "logits", "softmax"])
 def test_known_model_gives_exact_mask(tmp_path, layout, dtype, output):
     model = make_model(tmp_path / "m.onnx", layout=layout, dtype=dtype, output=output)
-    seg = Segmenter(model, "cpu", tile=64, scale=None, post=NO_POST)
+    seg = Segmenter(model, "cpu", tile=64, scale=None, **NO_POST)
     img = stripes(150, 230)
     pred = seg.predict(img)
     assert pred.mask.shape == (150, 230) and pred.probability.shape == (150, 230)
@@ -26,14 +26,14 @@ def test_known_model_gives_exact_mask(tmp_path, layout, dtype, output):
 @pytest.mark.parametrize("batch", [None, 1, 3])
 def test_fixed_tile_and_fixed_batch(tmp_path, batch):
     model = make_model(tmp_path / "m.onnx", tile=(48, 64), batch=batch, output_rank=3)
-    seg = Segmenter(model, "cpu", scale=None, batch=4, post=NO_POST)
+    seg = Segmenter(model, "cpu", scale=None, batch=4, **NO_POST)
     assert seg.tile == (48, 64)
     img = stripes(101, 333)
     np.testing.assert_array_equal(seg.predict(img).mask, expected_probability(img) >= 0.5)
 
 
 def test_image_smaller_than_tile_is_padded_and_cropped(tmp_path):
-    seg = Segmenter(make_model(tmp_path / "m.onnx", tile=(64, 64)), "cpu", scale=None, post=NO_POST)
+    seg = Segmenter(make_model(tmp_path / "m.onnx", tile=(64, 64)), "cpu", scale=None, **NO_POST)
     for shape in [(1, 1), (10, 100), (63, 2)]:
         img = stripes(*shape)
         pred = seg.predict(img)
@@ -45,12 +45,12 @@ def test_tiled_agrees_with_whole_image_prediction(tmp_path):
     model = make_model(tmp_path / "box.onnx", box=7)
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
-    whole = Segmenter(model, "cpu", tile=(300, 420), scale=None, post=NO_POST).predict(img).probability
-    tiled = Segmenter(model, "cpu", tile=96, overlap=0.5, scale=None, post=NO_POST).predict(img).probability
+    whole = Segmenter(model, "cpu", tile=(300, 420), scale=None, **NO_POST).predict(img).probability
+    tiled = Segmenter(model, "cpu", tile=96, overlap=0.5, scale=None, **NO_POST).predict(img).probability
     diff = np.abs(whole - tiled)
     assert diff.mean() < 2e-4 and diff.max() < 0.02
     # without Gaussian-weighted overlap the seams are visibly worse
-    seams = Segmenter(model, "cpu", tile=96, overlap=0.0, scale=None, post=NO_POST).predict(img).probability
+    seams = Segmenter(model, "cpu", tile=96, overlap=0.0, scale=None, **NO_POST).predict(img).probability
     assert np.abs(whole - seams).max() > diff.max()
 
 
@@ -101,7 +101,7 @@ def test_metadata_and_flags(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"tile": 32}, "fixed at 48x64"), ({"scale": 3}, "working scale 3"), ({"scale": 10**8}, "working scale"),
+    [({"tile": 32}, "fixed at 48x64"), ({"scale": 3}, "--scale 3"), ({"scale": 10**8}, "--scale"),
      ({"overlap": 1.0}, "overlap 1.0"), ({"batch": -1}, "batch -1"), ({"provider": "warp"}, "unknown --provider")],
 )
 def test_bad_options_are_user_errors(tmp_path, kwargs, message):

@@ -24,7 +24,7 @@ def test_help_keeps_square_brackets_and_shows_flags_without_a_type():
     res = runner.invoke(app, ["infer", "--help"], env={"COLUMNS": "250"})
     assert res.exit_code == 0
     assert "[infer] and [mask] sections" in res.output, res.output
-    assert "pip install 'skinseg[ray]'" in res.output
+    assert "[ray] extra" in res.output
     assert "<bool>" not in res.output
     for cmd in (["eval", "--help"], ["train", "--help"]):
         out = runner.invoke(app, cmd, env={"COLUMNS": "250"}).output

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from skinseg.evaluation.metrics import aggregate, hd95, scores
+from skinseg.shared.metrics import aggregate, hd95, scores
 
 
 def _m(shape, *boxes):

@@ -24,9 +24,9 @@ def test_readme_config_reference_is_generated_from_the_schema():
 
 
 def test_shipped_models_are_package_data_and_small():
-    from skinseg.models import FP32, INT8, default_model
+    from skinseg.inference.model_files import FP32, INT8, default_model
 
     assert FP32.is_file() and INT8.is_file()
     assert FP32.stat().st_size + INT8.stat().st_size <= 25 * 1024 * 1024
-    assert default_model("cpu", cpu_int8=True) == INT8 and default_model("cpu", cpu_int8=False) == FP32
+    assert default_model("cpu") == INT8
     assert default_model("cuda") == FP32

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from skinseg.cli import app
-from skinseg.inference.quantize import tensorrt_problems
+from skinseg.inference.int8 import tensorrt_problems
+from skinseg.inference.model_files import FP32
 from skinseg.inference.segmenter import Segmenter
-from skinseg.models import FP32
 from tests.onnx_factory import make_model
 from tests.realdata import ISIC256
 

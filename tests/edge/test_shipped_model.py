@@ -7,10 +7,10 @@ a benchmark: the full-resolution fixtures were also in the training or validatio
 import numpy as np
 import pytest
 
-from skinseg.evaluation.metrics import scores
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared.dataset import split_pairs
 from skinseg.shared.images import binarize, read_mask
+from skinseg.shared.metrics import scores
 from tests.realdata import FULLRES, ISIC256, SHARED_DATA
 
 MIN_MEAN_JACCARD = 0.85  # the shipped models score about 0.90 at full resolution; a mis-described one far less

@@ -96,3 +96,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tp, fp, fn = (sum(int(r[k]) for r in rows) for k in ("tp", "fp", "fn"))
     out["pooled_jaccard"] = tp / (tp + fp + fn) if tp + fp + fn else 1.0
     return out
+
+
+def mean_jaccard(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    """Mean per-image Jaccard of predicted masks against reference masks of the same images."""
+    return float(np.mean([scores(p, t, with_hd95=False)["jaccard"] for p, t in zip(preds, truths, strict=True)]))

@@ -83,3 +83,25 @@ def problems(rep: dict[str, Any]) -> list[str]:
             out.append(f"onnxruntime-gpu is installed but {', '.join(missing)} not found: CUDA runs will "
                        "fall back to the CPU (install CUDA 13 + cuDNN 9)")
     return out
+
+
+def show() -> None:
+    """The command: the report as a table, then what to fix."""
+    from rich.table import Table
+
+    from skinseg import ui
+
+    rep = report()
+    table = Table(title="skinseg doctor", show_header=False)
+    table.add_column("item", style="bold")
+    table.add_column("value")
+    for k, v in rep.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}: {'yes' if b is True else 'no' if b is False or b is None else b}"
+                          for a, b in v.items())
+        elif isinstance(v, list):
+            v = ", ".join(v) or "none"
+        table.add_row(k, str(v))
+    ui.out.print(table)
+    for p in problems(rep):
+        ui.warn(p)

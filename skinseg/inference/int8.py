@@ -1,4 +1,5 @@
-"""`skinseg quantize`: static INT8 (QDQ) for any model the engine can run, on the inference side.
+"""Static INT8 (QDQ) for any model the engine can run: calibration tiles, quantizing a file, and the
+one accuracy gate that export and `skinseg quantize` both apply.
 
 Two targets, because no one INT8 file serves every runtime well:
 - `cpu` (default): uint8 activations, int8 per-channel weights (U8S8), fast in ONNX Runtime on x86.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,12 @@ from skinseg.shared.images import load_image
 from skinseg.shared.scale import to_working
 
 TARGETS = ("cpu", "tensorrt")
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise SkinsegError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+    return target
 
 
 def _onnx() -> Any:
@@ -82,8 +90,7 @@ def quantize_file(fp32: Path, out: Path, adapter: ModelAdapter, tiles: np.ndarra
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if target not in TARGETS:
-        raise SkinsegError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+    check_target(target)
     name = adapter.spec.input_name
 
     class Reader(CalibrationDataReader):
@@ -139,54 +146,48 @@ def tensorrt_problems(model: Any) -> list[str]:
     return problems
 
 
-def masks_agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """Mean Jaccard between two models' masks of the same images."""
-    from skinseg.evaluation.metrics import scores
-
-    return float(np.mean([scores(x, y, with_hd95=False)["jaccard"] for x, y in zip(a, b, strict=True)]))
 
 
-def quantize_model(model: Path, calibration: list[Path], output: Path | None = None, target: str = "cpu", *,
-                   pairs: list[tuple[Path, Path]] | None = None, max_drop: float | None = None, force: bool = False,
-                   tile: tuple[int, int] | None = None, scale: int | None | str = "model", count: int = 64,
-                   quiet: bool = False) -> dict[str, Any]:
-    """Quantize, then gate: with image/mask `pairs`, on the Jaccard lost against ground truth; without,
-    on disagreement with the FP32 model's own masks on the calibration images (in points)."""
-    from skinseg.evaluation.metrics import scores
-    from skinseg.inference.segmenter import Segmenter
-    from skinseg.shared.images import binarize, read_mask
+# -- the gate: one metric (Jaccard), one rule ---------------------------------------------------------
+MAX_LOSS = 0.5  # Jaccard points an INT8 model may lose against ground truth
+MAX_DISAGREEMENT = 3.0  # without ground truth: points of mask disagreement with the FP32 model
 
-    model = Path(model)
-    out = Path(output) if output else model.with_name(f"{model.stem.removesuffix('-fp32')}-int8.onnx")
-    if out.resolve() == model.resolve():
-        raise SkinsegError(f"-o {out} would overwrite the model being quantized; choose another name")
-    fp32 = Segmenter(model, "cpu", tile=tile, scale=scale)
-    tiles = calibration_tiles(calibration, fp32.scale, fp32.tile, count, fp32.resize, seed=1)
-    files.ensure_writable_dir(out.parent)
-    tmp = out.with_name(f".{out.stem}.quantize.onnx")
-    try:
-        quantize_file(model, tmp, fp32.adapter, tiles, target)
-        q = Segmenter(tmp, "cpu", tile=tile, scale=scale)
-        if pairs:
-            gate_images = [p for p, _ in pairs]
-            truths = [binarize(read_mask(m)) for _, m in pairs]
-        else:
-            gate_images, truths = calibration[: min(len(calibration), 32)], []
-        m32 = [fp32.predict(p).mask for p in gate_images]
-        m8 = [q.predict(p).mask for p in gate_images]
-        if truths:
-            j32 = float(np.mean([scores(a, t, with_hd95=False)["jaccard"] for a, t in zip(m32, truths, strict=True)]))
-            j8 = float(np.mean([scores(a, t, with_hd95=False)["jaccard"] for a, t in zip(m8, truths, strict=True)]))
-            drop, limit, what = (j32 - j8) * 100, 0.5 if max_drop is None else max_drop, "Jaccard points lost"
-        else:
-            j32 = j8 = None
-            drop, limit, what = (1 - masks_agreement(m32, m8)) * 100, 3.0 if max_drop is None else max_drop, \
-                "points of mask disagreement with FP32"
-        if drop > limit and not force:
-            raise SkinsegError(f"INT8 ({target}): {drop:.2f} {what} (limit --max-drop {limit}); not written. Use "
-                               "more --calibration images, or --force to keep it")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return {"file": out, "target": target, "calibration_tiles": len(tiles), "gate_images": len(gate_images),
-            "fp32_jaccard": j32, "int8_jaccard": j8, "drop_points": drop, "agreement": masks_agreement(m32, m8)}
+
+@dataclass
+class Gate:
+    """How an INT8 model's masks compare with its FP32 source's on the same images."""
+
+    images: int
+    agreement: float  # mean Jaccard between the FP32 and the INT8 masks
+    fp32_jaccard: float | None  # against ground truth, when there is one
+    int8_jaccard: float | None
+    loss: float  # points: Jaccard lost against truth, else disagreement with FP32
+    limit: float
+    measure: str
+
+    @property
+    def passed(self) -> bool:
+        return self.loss <= self.limit
+
+    def enforce(self, target: str, force: bool, hint: str) -> None:
+        """Refuse a model that fails the gate (unless forced), naming the flag that would help."""
+        if not self.passed and not force:
+            raise SkinsegError(f"INT8 loses {self.loss:.2f} {self.measure} on {self.images} images (target {target}, "
+                               f"limit --max-drop {self.limit:g}); not written. {hint}, or --force to keep it")
+
+
+def gate(fp32_masks: list[np.ndarray], int8_masks: list[np.ndarray], truths: list[np.ndarray] | None = None,
+         max_drop: float | None = None) -> Gate:
+    """With ground truth: Jaccard points lost against it (limit 0.5); without: points of disagreement
+    with the FP32 model's own masks (limit 3)."""
+    from skinseg.shared.metrics import mean_jaccard
+
+    if not fp32_masks or len(fp32_masks) != len(int8_masks):
+        raise SkinsegError("the INT8 gate needs the same images, at least one, for both models")
+    agreement = mean_jaccard(int8_masks, fp32_masks)
+    if truths:
+        j32, j8 = mean_jaccard(fp32_masks, truths), mean_jaccard(int8_masks, truths)
+        return Gate(len(truths), agreement, j32, j8, (j32 - j8) * 100, MAX_LOSS if max_drop is None else max_drop,
+                    "Jaccard points against the masks")
+    return Gate(len(fp32_masks), agreement, None, None, (1 - agreement) * 100,
+                MAX_DISAGREEMENT if max_drop is None else max_drop, "points of mask agreement with FP32")

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from skinseg.inference.infer import InferRun, Job, RunSummary
+from skinseg.commands.infer import InferRun, Job, RunSummary
+from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
-from skinseg.shared.errors import SkinsegError
+from skinseg.shared.errors import SkinsegError, first_line
 
-BATCH = 8  # images per actor call: 10 % faster than 1 on 1635 small images; a retry redoes at most 8
+BATCH = 8  # images per actor call: a little faster than 1 (README); a retry redoes at most 8
 
 
 def _ray() -> Any:
@@ -44,8 +45,8 @@ def cpus_per_socket() -> int:
 class _Worker:
     """A Ray Data actor: one loaded model, one image at a time, outputs written where every node sees."""
 
-    def __init__(self, model: str, provider: str, engine: dict[str, Any], output: str, overlay_max: int) -> None:
-        seg = Segmenter(model, provider, **engine)
+    def __init__(self, model: str, provider: str, engine: EngineOptions, output: str, overlay_max: int) -> None:
+        seg = Segmenter(model, provider, engine)
         self.run = InferRun(seg, Path(output), overlay_max=overlay_max)
         self.info = {"pid": os.getpid(), "node": socket.gethostname(), "providers": seg.providers}
 
@@ -59,10 +60,10 @@ class RayInferRun(InferRun):
     """InferRun whose images are processed by a pool of Ray actors instead of this process."""
 
     def __init__(self, seg: Segmenter, output: Path, *, address: str, workers: int = 0, gpus_per_worker: float = 0,
-                 engine: dict[str, Any] | None = None, provider: str = "auto", **kwargs: Any) -> None:
+                 provider: str = "auto", **kwargs: Any) -> None:
         super().__init__(seg, output, **kwargs)
         self.address, self.workers, self.gpus = address, workers, gpus_per_worker
-        self.engine, self.provider = engine or {}, provider
+        self.provider = provider
         self.seen_workers: dict[int, dict[str, Any]] = {}
         self.cluster: dict[str, Any] = {}
 
@@ -84,7 +85,7 @@ class RayInferRun(InferRun):
                 else:
                     ray.init(address=self.address, log_to_driver=False, configure_logging=False)
             except Exception as exc:  # ray raises ConnectionError and its own types
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                first = first_line(exc, 200)
                 raise SkinsegError(f"--ray {self.address}: cannot connect ({first}); use 'local', 'auto' or "
                                    "HOST:6379 of a running cluster (ray start --head)") from exc
         res = ray.cluster_resources()
@@ -109,7 +110,7 @@ class RayInferRun(InferRun):
         ctx.print_on_execution_start = False
         ctx.verbose_stats_logs = False
         cpus = max(1.0, self.cluster["cpus"] / self.workers) if not self.gpus else 1.0
-        engine = self.engine | {"threads": self.engine.get("threads") or int(cpus)}
+        engine = self.seg.options.with_(threads=self.seg.options.threads or int(cpus))
         items = [{"path": os.fsencode(str(j.path)), "name": j.name} for j in todo]
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), self.workers * 8))
         # Ray Data restarts a dead actor and retries its tasks by default (max_restarts / max_task_retries -1)
@@ -139,8 +140,8 @@ class RayInferRun(InferRun):
                 raise cause from None
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise SkinsegError(f"the Ray run failed: {first}; finished images are kept, rerun with --resume") from exc
+            raise SkinsegError(f"the Ray run failed: {first_line(exc)}; finished images are kept, rerun with "
+                               "--resume") from exc
         finally:
             if self.address == "local":
                 ray.shutdown()

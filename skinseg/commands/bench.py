@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -13,23 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from skinseg.inference.adapter import ModelAdapter
+from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
 from skinseg.inference.tiling import tile_batches
+from skinseg.shared.errors import SkinsegError
 from skinseg.shared.images import LoadedImage, load_image
 from skinseg.shared.synthetic import synth_pair
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. On Linux VmHWM, because ru_maxrss survives exec: a bench
-    started from a process that had loaded TensorFlow would report that process's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+from skinseg.shared.system import peak_rss_mb
 
 
 def bare_inputs(seg: Segmenter, loaded: LoadedImage) -> list[np.ndarray]:
@@ -37,19 +26,6 @@ def bare_inputs(seg: Segmenter, loaded: LoadedImage) -> list[np.ndarray]:
     work = seg.to_working(loaded)
     return [np.ascontiguousarray(seg.adapter.to_model_input(tiles))
             for tiles, _ in tile_batches(work, seg.tile, seg.overlap, seg.batch)]
-
-
-def tile_latency_ms(adapter: ModelAdapter, runs: int = 20) -> float:
-    """Median milliseconds of one single-tile session run (after warm-up)."""
-    x = adapter.to_model_input(np.random.default_rng(0).integers(0, 256, (1, *adapter.tile, 3), dtype=np.uint8))
-    for _ in range(3):
-        adapter.run(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        adapter.run(x)
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
 
 
 def _write_synthetic(path: str, size: tuple[int, int]) -> None:
@@ -110,3 +86,26 @@ def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = 
         "peak RSS MB (engine)": round(rss_engine, 1),
         "RSS before MB": round(rss_before, 1),
     }
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'WxH' -> (h, w)."""
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise SkinsegError(f"--size {size!r}: expected WxH, e.g. 4288x2848") from None
+    return h, w
+
+
+def run(model: Path | None, provider: str, engine: EngineOptions, image: Path | None, size: str,
+        repeat: int) -> None:
+    """The command: time the engine as infer runs it and print the figures."""
+    from skinseg import ui
+    from skinseg.inference.model_files import choose_model
+
+    hw = parse_size(size)
+    seg = Segmenter(choose_model(model, None, provider), provider, engine)
+    with ui.console.status("benchmarking..."):
+        res = run_bench(seg, str(image) if image else None, hw, repeat)
+    ui.table(f"skinseg bench: {seg.model_path.name} at working scale {seg.scale or 'native'}", ["measure", "value"],
+             [[k, v] for k, v in res.items()], right=(1,))

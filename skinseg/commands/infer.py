@@ -12,11 +12,8 @@ import csv
 import fcntl
 import hashlib
 import json
-import platform
 import shlex
-import signal
 import sys
-import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,10 +25,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from skinseg import __version__, ui
+from skinseg import ui
+from skinseg.inference.options import EngineOptions
 from skinseg.inference.postprocess import mask_stats
 from skinseg.inference.segmenter import Segmenter
-from skinseg.shared import files
+from skinseg.shared import files, system
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.files import shown
 from skinseg.shared.images import binarize, encode, read_mask
@@ -145,13 +143,6 @@ def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def versions() -> dict[str, str]:
-    import onnxruntime as ort
-
-    return {"skinseg": __version__, "python": platform.python_version(), "onnxruntime": ort.__version__,
-            "numpy": np.__version__, "opencv": cv2.__version__, "platform": platform.platform()}
-
-
 class InferRun:
     """One `skinseg infer` run over a list of images into one output folder."""
 
@@ -246,7 +237,7 @@ class InferRun:
             "options": self.options,
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "inputs": total,
-            "versions": versions(),
+            "versions": system.versions(),
         } | self.extra_run_info()
         if summary:
             info.update(ok=len(summary.rows) - len(summary.failed), failed=len(summary.failed),
@@ -283,17 +274,8 @@ class InferRun:
         for sub in ("masks", "overlays"):
             files.ensure_writable_dir(self.out / sub)
 
-        def _term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        main = threading.current_thread() is threading.main_thread()
-        old = signal.signal(signal.SIGTERM, _term) if main else None  # SIGTERM ends a run like Ctrl-C
-        try:
-            with self._locked():
-                return self._run(jobs, early_errors, progress)
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, old)
+        with system.sigterm_as_interrupt(), self._locked():
+            return self._run(jobs, early_errors, progress)
 
     def _run(self, jobs: list[Job], early_errors: list[tuple[str, str]] | None, progress: Any) -> RunSummary:
         t0 = time.perf_counter()
@@ -337,7 +319,7 @@ class InferRun:
 
     def process_one(self, job: Job) -> dict[str, Any]:
         """One image start to finish, in this thread: its row (an error row for a bad input). Model and
-        flag errors raise. Distributed workers (inference/distributed.py) call this."""
+        flag errors raise. Ray workers (commands/infer_ray.py) call this."""
         t = time.perf_counter()
         try:
             loaded = self.seg.load(job.path)
@@ -428,3 +410,59 @@ class InferRun:
         for label, path in (("masks", self.out / "masks"), ("overlays", self.out / "overlays"),
                             ("results", self.results_path), ("run", self.run_json)):
             ui.out.print(f"{label:<8} {ui.escape(shown(path))}")
+
+
+def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None, provider: str,
+              engine: EngineOptions, *, resume: bool = False, exist_ok: bool = False, shard: str | None = None,
+              recursive: bool = False, overlay_max: int = 2048, config: Path | None = None, ray: str | None = None,
+              workers: int = 0, gpus_per_worker: float = 0.0, quiet: bool = False) -> int:
+    """The command: inputs and options (a config's [infer]/[mask] under the flags) -> outputs; the exit code."""
+    from skinseg.inference.model_files import choose_model
+    from skinseg.shared.dataset import collect_images
+    from skinseg.shared.runfolder import output_folder
+
+    if config is not None:
+        from skinseg.shared.config import infer_defaults
+
+        defaults = infer_defaults(config)
+        inputs, output = inputs or defaults["inputs"], output or defaults["output"]
+        engine = engine.with_(threshold=defaults["threshold"] if engine.threshold is None else engine.threshold,
+                              blur=defaults["blur"] if engine.blur is None else engine.blur)
+    if not inputs:
+        raise SkinsegError("no inputs: give image files, folders or globs (skinseg infer --help)")
+    if overlay_max < 0:
+        raise SkinsegError(f"--overlay-max {overlay_max}: must be 0 (full size) or a long side in px")
+    if not ray and (workers or gpus_per_worker):
+        raise SkinsegError("--workers and --gpus-per-worker need --ray ADDRESS (e.g. --ray local)")
+    shard_kn = parse_shard(shard)
+    model_path = choose_model(model, config, provider)
+    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)
+    images, missing = collect_images(inputs, recursive, exclude=[out])
+    if not images:
+        raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
+    jobs = plan_jobs(images, shard_kn)
+    seg = Segmenter(model_path, provider, engine)
+    if not quiet:
+        d = seg.describe()
+        ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")
+        ui.info(f"  model {ui.escape(d['model'])} ({d['spec']['input']}, tile {d['tile']}, scale {d['scale']})")
+        ui.info(f"  providers {', '.join(seg.providers)}" + ("  (auto)" if provider == "auto" else ""))
+    options = {"inputs": list(map(str, inputs)), "recursive": recursive, "provider": provider, "ray": ray,
+               "engine": engine.as_dict()}
+    if ray:
+        from skinseg.commands.infer_ray import RayInferRun
+
+        run: InferRun = RayInferRun(seg, out, address=ray, workers=workers, gpus_per_worker=gpus_per_worker,
+                                    provider=provider, shard=shard_kn, resume=resume, overlay_max=overlay_max,
+                                    options=options)
+    else:
+        run = InferRun(seg, out, shard=shard_kn, resume=resume, overlay_max=overlay_max, options=options)
+    with ui.ImageTileProgress(quiet) as bar:
+        summary = run.run(jobs, [(m.split(":")[0], m) for m in missing], bar)
+    if summary.interrupted:
+        ui.warn(f"interrupted: {len(summary.rows)} of {len(jobs)} images done, written to {run.results_path}; "
+                f"finish with: {run.resume_command()}")
+        return 130
+    if not quiet:
+        run.table(summary)
+    return 1 if summary.failed else 0

@@ -1,6 +1,6 @@
-"""`skinseg check-data`: is a dataset usable? Counts, pairing problems, unreadable files, bad masks.
+"""Is a dataset usable? Counts, pairing problems, unreadable files, bad masks (no TensorFlow).
 
-No TensorFlow: the same checks run as training's pre-flight and as a standalone command.
+Training's pre-flight and `skinseg check-data` (commands/check_data.py) both run these checks.
 """
 
 from __future__ import annotations

@@ -1,0 +1,129 @@
+"""`skinseg eval`: every model over the same pairs through the engine infer uses, then the reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from skinseg import ui
+from skinseg.evaluation.report import write_reports
+from skinseg.evaluation.scoring import ModelResult, evaluate_model, model_labels
+from skinseg.inference.options import EngineOptions
+from skinseg.inference.segmenter import Segmenter
+from skinseg.shared import files
+from skinseg.shared.dataset import split_pairs
+from skinseg.shared.errors import SkinsegError
+
+
+def pairs_for(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """Pairs to score, and (file, reason) for every input that cannot be scored (reported, not fatal)."""
+    p = split_pairs(images, masks)
+    problems = [(str(i), "no matching mask") for i in p.images_without_mask]
+    problems += [(str(m), "mask without an image") for m in p.masks_without_image]
+    problems += [(k, "several masks for one image id") for k in p.duplicate_ids]
+    return p.pairs, problems
+
+
+METRIC_ROWS = (("jaccard", "mean Jaccard"), ("thresholded_jaccard", "thresholded Jaccard (ISIC 2018)"),
+               ("dice", "Dice"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
+               ("specificity", "specificity"), ("hd95", "HD95 px"), ("pooled_jaccard", "pooled Jaccard"),
+               ("failure_rate", "failures (J < 0.65)"))
+
+
+class EvalRun:
+    """`skinseg eval`: every model over the same pairs through the engine infer uses, then reports."""
+
+    def __init__(self, segs: list[Segmenter], output: Path, save_masks: bool = False, worst: int = 12) -> None:
+        self.segs, self.out, self.save_masks, self.worst = segs, Path(output), save_masks, worst
+        self.labels = model_labels([s.model_path for s in segs])
+
+    def run(self, dirs: Any, pairs: list[tuple[Path, Path]], problems: list[tuple[str, str]],
+            progress: Any = None) -> list[ModelResult]:
+        files.ensure_writable_dir(self.out)
+        results = []
+        for seg, label in zip(self.segs, self.labels, strict=True):
+            mask_dir = files.ensure_writable_dir(self.out / "masks" / label.replace("/", "_")) if self.save_masks \
+                else None
+            task = progress.add_task(f"eval {label}", total=len(pairs)) if progress else None
+            advance = (lambda t=task: progress.advance(t)) if progress else None
+            results.append(evaluate_model(seg, label, pairs, mask_dir, self.worst, advance))
+        meta = {"images": str(dirs.images), "masks": str(dirs.masks), "pairs": len(pairs),
+                "unscored_inputs": [{"file": f, "reason": r} for f, r in problems],
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "engine": {label: s.describe() for s, label in zip(self.segs, self.labels, strict=True)}}
+        write_reports(results, self.out, meta)
+        return results
+
+    def table(self, results: list[ModelResult], title: str) -> None:
+        def cell(r: ModelResult, key: str) -> str:
+            v = r.summary.get(key)
+            return f"{v['mean']:.4f}" if isinstance(v, dict) else ("" if v is None else f"{v:.4f}")
+
+        rows = [[name, *[cell(r, key) for r in results]] for key, name in METRIC_ROWS]
+        rows.append(["median Jaccard", *[f"{r.summary['jaccard']['median']:.4f}" if "jaccard" in r.summary else ""
+                                         for r in results]])
+        rows.append(["best threshold", *[
+            f"{r.summary['best_threshold']['threshold']:.2f} ({r.summary['best_threshold']['mean_jaccard']:.4f})"
+            if "best_threshold" in r.summary else "" for r in results]])
+        rows.append(["scored / errors", *[f"{len(r.ok)} / {r.summary['errors']}" for r in results]])
+        ui.table(title, ["metric", *self.labels], rows, right=tuple(range(1, len(results) + 1)))
+        for label, seg in zip(self.labels, self.segs, strict=True):  # which file each column scored
+            ui.out.print(f"{ui.escape(label)} = {ui.escape(str(seg.model_path))}", soft_wrap=True)
+
+    @staticmethod
+    def report_problems(results: list[ModelResult], problems: list[tuple[str, str]]) -> None:
+        """Name on screen every input that was not scored (not only in metrics.csv)."""
+        for f, why in problems:
+            ui.warn(f"not scored: {files.shown(f)}: {why}")
+        seen: set[str] = set()
+        for r in results:
+            for row in r.rows:
+                if row["status"] != "ok" and row["file"] not in seen:
+                    seen.add(row["file"])
+                    ui.warn(f"not scored: {files.shown(row['file'])}: {row['error']}")
+
+
+def test_split(config: Path | None, images: Path | None, masks: Path | None) -> Any:
+    """The folders to score: --images/--masks, else the config's [test] split."""
+    from skinseg.shared.dataset import config_split, locate_split
+
+    if images is None and config is not None:
+        from skinseg.shared.config import load_config
+
+        dirs = config_split(load_config(config, ui.warn), "test")
+        if dirs is None:
+            raise SkinsegError(f"{config}: [test] image_datapath is not set; or pass --images and --masks")
+        return dirs
+    if images is None:
+        raise SkinsegError("no test data: give a config with a [test] section, or --images DIR --masks DIR")
+    for flag, folder in (("--images", images), ("--masks", masks)):
+        if folder is not None and not Path(folder).is_dir():
+            raise SkinsegError(f"{flag} {folder}: no such folder")
+    return locate_split(images, masks)
+
+
+def run_eval(config: Path | None, models: list[str] | None, images: Path | None, masks: Path | None,
+             output: Path | None, provider: str, engine: EngineOptions, *, exist_ok: bool = False,
+             save_masks: bool = False, worst: int = 12, quiet: bool = False) -> int:
+    """The command: score every model on the split with the engine options infer takes; the exit code."""
+    from skinseg.inference.model_files import choose_model
+    from skinseg.shared.runfolder import output_folder
+
+    dirs = test_split(config, images, masks)
+    pairs, problems = pairs_for(dirs.images, dirs.masks)
+    if not pairs:
+        raise SkinsegError(f"no image/mask pairs in {dirs.images} and {dirs.masks} (masks named "
+                           "<id>_segmentation.png?)")
+    paths = [choose_model(m, None, provider) for m in models] if models else [choose_model(None, config, provider)]
+    segs = [Segmenter(m, provider, engine) for m in paths]
+    out = output_folder(output, "eval", exist_ok=exist_ok)
+    run = EvalRun(segs, out, save_masks, worst)
+    with ui.progress(disable=quiet) as bar:
+        results = run.run(dirs, pairs, problems, bar)
+    if not quiet:
+        run.table(results, f"skinseg eval: {len(pairs)} pairs from {dirs.images}")
+        ui.out.print(f"reports in {ui.escape(str(out))}: metrics.csv summary.json worst.png jaccard_hist.png "
+                     "threshold_sweep.png")
+    run.report_problems(results, problems)
+    return 1 if problems or any(r.summary["errors"] for r in results) else 0

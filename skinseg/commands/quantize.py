@@ -1,0 +1,72 @@
+"""`skinseg quantize`: a static INT8 file from any FP32 model the engine can run, gated against FP32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from skinseg import ui
+from skinseg.inference.int8 import calibration_tiles, check_target, gate, quantize_file
+from skinseg.inference.options import EngineOptions
+from skinseg.inference.segmenter import Segmenter
+from skinseg.shared import files
+from skinseg.shared.dataset import collect_images, locate_split, split_pairs
+from skinseg.shared.errors import SkinsegError
+from skinseg.shared.images import binarize, read_mask
+
+GATE_IMAGES = 32  # calibration images the gate compares on when there are no masks
+
+
+def quantize_model(model: Path, calibration: list[Path], output: Path | None = None, target: str = "cpu", *,
+                   pairs: list[tuple[Path, Path]] | None = None, max_drop: float | None = None, force: bool = False,
+                   engine: EngineOptions | None = None, count: int = 64) -> dict[str, Any]:
+    """Quantize, then gate (inference/int8.py): with image/mask `pairs`, on the Jaccard lost against
+    them; without, on disagreement with the FP32 model's own masks on calibration images."""
+    check_target(target)
+    model = Path(model)
+    out = Path(output) if output else model.with_name(f"{model.stem.removesuffix('-fp32')}-int8.onnx")
+    if out.resolve() == model.resolve():
+        raise SkinsegError(f"-o {out} would overwrite the model being quantized; choose another name")
+    fp32 = Segmenter(model, "cpu", engine)
+    tiles = calibration_tiles(calibration, fp32.scale, fp32.tile, count, fp32.resize, seed=1)
+    files.ensure_writable_dir(out.parent)
+    tmp = out.with_name(f".{out.stem}.quantize.onnx")
+    try:
+        quantize_file(model, tmp, fp32.adapter, tiles, target)
+        q = Segmenter(tmp, "cpu", engine)
+        images = [p for p, _ in pairs] if pairs else calibration[:GATE_IMAGES]
+        truths = [binarize(read_mask(m)) for _, m in pairs] if pairs else None
+        result = gate([fp32.predict(p).mask for p in images], [q.predict(p).mask for p in images], truths, max_drop)
+        result.enforce(target, force, f"Try more calibration tiles (--tiles, now {len(tiles)})")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"file": out, "target": target, "calibration_tiles": len(tiles), "gate": result}
+
+
+def run(model: Path, calibration: Path, output: Path | None, target: str, images: Path | None, masks: Path | None,
+        max_drop: float | None, force: bool, engine: EngineOptions, tiles: int) -> None:
+    """The command: check the folders, quantize, print what the gate measured."""
+    if not calibration.is_dir():
+        raise SkinsegError(f"--calibration {calibration}: no such folder")
+    calib, _ = collect_images([calibration])
+    if not calib:
+        raise SkinsegError(f"--calibration {calibration}: no images found")
+    pairs = None
+    if images is not None:
+        dirs = locate_split(images, masks)
+        pairs = split_pairs(dirs.images, dirs.masks).pairs
+        if not pairs:
+            raise SkinsegError(f"--images {images}: no image/mask pairs (masks named <id>_segmentation.png?)")
+    with ui.console.status(f"quantizing {model.name} for {target}..."):
+        res = quantize_model(model, calib, output, target, pairs=pairs, max_drop=max_drop, force=force,
+                             engine=engine, count=tiles)
+    g = res["gate"]
+    fmt = lambda v: "n/a (no --images with masks)" if v is None else f"{v:.4f}"  # noqa: E731
+    ui.table(f"skinseg quantize -> {res['file']}", ["measure", "value"],
+             [["target", res["target"]], ["calibration tiles", res["calibration_tiles"]],
+              ["gate images", g.images], ["FP32 Jaccard", fmt(g.fp32_jaccard)],
+              ["INT8 Jaccard", fmt(g.int8_jaccard)], [f"loss ({g.measure})", f"{g.loss:.2f}"],
+              ["mask agreement with FP32 (Jaccard)", f"{g.agreement:.4f}"],
+              ["size MB", f"{res['file'].stat().st_size / 1e6:.2f}"]], right=(1,))
+    ui.out.print(f"wrote {ui.escape(str(res['file']))}")
