@@ -95,7 +95,9 @@ def infer(
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Add to a non-empty -o folder.")] = False,
     shard: Annotated[str | None, typer.Option(help="K/N: process the K-th of N slices of the inputs.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    overlay_max: Annotated[int, typer.Option(help="Long side of overlay JPEGs in px (0 = full size).")] = 2048,
+    overlay_max: Annotated[int | None, typer.Option(help="Long side of overlay JPEGs in px (0 = full size); "
+                                                     "decodes JPEGs again when the model's decode is smaller. "
+                                                     "Default: the model's decode, at most 2048.")] = None,
     config: Annotated[Path | None, typer.Option(help="Seed-style config: inputs and options from its "
                                                      "\\[infer] and \\[mask] sections, the model trained from it; "
                                                      "flags win.")] = None,
@@ -163,15 +165,24 @@ def eval_(
 def bench(
     model: ModelOpt = None,
     provider: ProviderOpt = "auto",
-    image: Annotated[Path | None, typer.Option(help="Image to time (default: synthetic).")] = None,
+    image: Annotated[Path | None, typer.Option(help="Image to time, or with --stages a folder of them "
+                                                    "(default: synthetic).")] = None,
     size: Annotated[str, typer.Option(help="Synthetic image WxH.")] = "4288x2848",
     repeat: Annotated[int, typer.Option(help="Timed repetitions (median reported).")] = 3,
+    stages: Annotated[bool, typer.Option("--stages", help="Time per image by stage of infer's path (decode, "
+                                         "model, post-processing, outputs) and each stage's share.")] = False,
+    overlay_max: Annotated[int | None, typer.Option(help="With --stages: overlay long side, as infer's.")] = None,
     engine: Any = None,
 ) -> None:
-    """Time the engine as infer runs it: per-tile latency, megapixels/s, overhead against bare session.run."""
+    """Time the engine as infer runs it: per-tile latency, megapixels/s, time by stage (--stages).
+
+    [dim]Examples:[/]
+      skinseg bench --stages --image my-images/
+      skinseg bench --model fp32 --size 4288x2848
+    """
     from skinseg.commands.bench import run
 
-    run(model, provider, engine, image, size, repeat)
+    run(model, provider, engine, image, size, repeat, stages, overlay_max)
 
 
 @app.command()

@@ -80,7 +80,7 @@ def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = 
         "providers": ",".join(seg.providers),
         "engine s": round(e, 3),
         "bare session.run s": round(b, 3),
-        "overhead (engine / bare)": round(e / b, 3),
+        "engine / bare session.run (see below)": round(e / b, 3),
         "per-tile latency ms": round(1000 * b / n_tiles, 2),
         "megapixels/s": round(mp / e, 2),
         "peak RSS MB (engine)": round(rss_engine, 1),
@@ -98,14 +98,82 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def run(model: Path | None, provider: str, engine: EngineOptions, image: Path | None, size: str,
-        repeat: int) -> None:
-    """The command: time the engine as infer runs it and print the figures."""
+        repeat: int, stages: bool = False, overlay_max: int | None = None) -> None:
+    """The command: time the engine as infer runs it and print the figures; with `stages`, where an
+    image's time goes in infer's path (on --image: a file or a folder of the user's own images)."""
     from skinseg import ui
     from skinseg.inference.model_files import choose_model
 
     hw = parse_size(size)
+    if repeat < 1:
+        raise SkinsegError(f"--repeat {repeat}: must be at least 1")
+    if image is not None and not image.exists():
+        raise SkinsegError(f"--image {image}: no such file or folder")
     seg = Segmenter(choose_model(model, None, provider), provider, engine)
+    title = f"{seg.model_path.name} at working scale {seg.scale or 'native'}, {', '.join(seg.providers[:1])}"
+    if stages:
+        images = _stage_images(image, hw)
+        with ui.console.status(f"timing {len(images)} images by stage..."):
+            times = stage_times(seg, images, overlay_max, repeat)
+        ui.table(f"skinseg bench --stages: ms per image, {title}", ["stage", "ms", "share"], stage_rows(times),
+                 right=(1, 2))
+        return
     with ui.console.status("benchmarking..."):
         res = run_bench(seg, str(image) if image else None, hw, repeat)
-    ui.table(f"skinseg bench: {seg.model_path.name} at working scale {seg.scale or 'native'}", ["measure", "value"],
-             [[k, v] for k, v in res.items()], right=(1,))
+    ui.table(f"skinseg bench: {title}", ["measure", "value"], [[k, v] for k, v in res.items()], right=(1,))
+    ui.out.print("'engine / bare' compares one whole image (decode excluded: resize, tiles, model, full-size "
+                 "post-processing) with session.run on its tiles alone; bench --stages shows where the rest goes")
+
+
+def _stage_images(image: Path | None, hw: tuple[int, int]) -> list[Path]:
+    from skinseg.shared.dataset import collect_images
+
+    if image is None:
+        folder = Path(tempfile.mkdtemp(prefix="skinseg-bench-"))
+        path = folder / "synthetic.jpg"
+        proc = multiprocessing.get_context("spawn").Process(target=_write_synthetic, args=(str(path), hw))
+        proc.start()
+        proc.join()
+        return [path]
+    images, _ = collect_images([str(image)])
+    if not images:
+        raise SkinsegError(f"--image {image}: no images found")
+    return images
+
+
+STAGES = ("decode", "to working scale", "model", "probability to full size", "post-processing", "mask PNG",
+          "overlay JPEG")
+
+
+def stage_times(seg: Segmenter, images: list[Path], overlay_max: int | None = None,
+                repeat: int = 1) -> dict[str, float]:
+    """Seconds per image in each stage of infer's path (the same functions infer calls), medians over
+    `repeat` passes."""
+    from skinseg.commands.infer import overlay_jpeg
+    from skinseg.shared.images import encode
+
+    per: dict[str, list[float]] = {k: [] for k in STAGES}
+    for _ in range(repeat):
+        totals = dict.fromkeys(STAGES, 0.0)
+        for path in images:
+            t = time.perf_counter()
+            loaded = seg.load(path)
+            totals["decode"] += time.perf_counter() - t
+            pred = seg.predict(loaded)
+            for k, v in pred.stages.items():
+                totals[k] += v
+            t = time.perf_counter()
+            encode(".png", pred.mask)
+            totals["mask PNG"] += time.perf_counter() - t
+            t = time.perf_counter()
+            overlay_jpeg(path, loaded, pred.mask, overlay_max)
+            totals["overlay JPEG"] += time.perf_counter() - t
+        for k in STAGES:
+            per[k].append(totals[k] / len(images))
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def stage_rows(times: dict[str, float]) -> list[list[str]]:
+    total = sum(times.values())
+    rows = [[k, f"{1000 * v:.1f}", f"{100 * v / total:.0f} %"] for k, v in times.items()]
+    return rows + [["all (one thread, no overlap of reading and writing)", f"{1000 * total:.1f}", "100 %"]]

@@ -22,18 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from skinseg import ui
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.postprocess import mask_stats
-from skinseg.inference.segmenter import Segmenter
+from skinseg.inference.segmenter import Prediction, Segmenter
 from skinseg.shared import files, system
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.files import shown
-from skinseg.shared.images import binarize, encode, read_mask
-from skinseg.shared.render import overlay
+from skinseg.shared.images import LoadedImage, binarize, encode, load_image, read_mask
+from skinseg.shared.render import display_size, overlay_at
 
 COLUMNS = ["file", "status", "width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components",
            "tiles", "seconds", "mask", "overlay", "error"]
@@ -50,6 +49,29 @@ def safe_stem(stem: str) -> str:
         return clean
     digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore") + "-" + digest
+
+
+AUTO_OVERLAY_MAX = 2048  # the long-side cap of an overlay drawn from the pixels already decoded
+
+
+def overlay_jpeg(path: Path, loaded: LoadedImage, mask: np.ndarray, long_side: int | None = None) -> bytes:
+    """The overlay JPEG. `long_side` None (default): drawn on the pixels the model's decode already holds
+    (decode once), at most 2048 px; N: at most N px (0 = full size), decoding the JPEG again at the
+    reduction that size needs when the model's decode is smaller."""
+    rgb = loaded.rgb
+    if long_side is None:
+        return encode(".jpg", overlay_at(rgb, mask, display_size(mask.shape, min(max(rgb.shape[:2]),
+                                                                                  AUTO_OVERLAY_MAX))))
+    size = display_size(mask.shape, long_side)
+    if max(rgb.shape[:2]) < max(size) and loaded.reduce > 1:
+        rgb = load_image(path, max(size)).rgb
+    return encode(".jpg", overlay_at(rgb, mask, size))
+
+
+def prediction_figures(pred: Prediction) -> dict[str, Any]:
+    """What a results row (and a service's answer) says about one image's prediction."""
+    return {"width": pred.width, "height": pred.height, **mask_stats(pred.mask, pred.box, pred.components),
+            "tiles": pred.tiles}
 
 
 def failure(exc: Exception) -> str:
@@ -147,8 +169,8 @@ class InferRun:
     """One `skinseg infer` run over a list of images into one output folder."""
 
     def __init__(self, seg: Segmenter, output: Path, *, shard: tuple[int, int] | None = None,
-                 resume: bool = False, overlay_max: int = 2048, options: dict[str, Any] | None = None):
-        if overlay_max < 0:
+                 resume: bool = False, overlay_max: int | None = None, options: dict[str, Any] | None = None):
+        if overlay_max is not None and overlay_max < 0:
             raise SkinsegError(f"overlay_max {overlay_max}: must be 0 (full size) or a long side in px")
         self.seg, self.out, self.resume = seg, Path(output), resume
         self.shard, self.overlay_max = shard, overlay_max
@@ -160,18 +182,9 @@ class InferRun:
         self.lock_path = self.out / f".skinseg{suffix}.lock"
 
     # -- outputs ---------------------------------------------------------------------------------
-    def _write_outputs(self, job: Job, rgb: np.ndarray, mask: np.ndarray) -> None:
-        """The mask at full size; the overlay straight at its display size (never via a full-size copy)."""
+    def _write_outputs(self, job: Job, loaded: LoadedImage, mask: np.ndarray) -> None:
         files.write_bytes(job.mask_path(self.out), encode(".png", mask))
-        h, w = mask.shape
-        s = min(1.0, self.overlay_max / max(h, w)) if self.overlay_max else 1.0
-        oh, ow = max(1, round(h * s)), max(1, round(w * s))
-        if rgb.shape[:2] != (oh, ow):
-            shrink = rgb.shape[0] * rgb.shape[1] > oh * ow
-            rgb = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        if mask.shape != (oh, ow):
-            mask = cv2.resize(mask.astype(np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST).astype(bool)
-        files.write_bytes(job.overlay_path(self.out), encode(".jpg", overlay(rgb, mask)))
+        files.write_bytes(job.overlay_path(self.out), overlay_jpeg(job.path, loaded, mask, self.overlay_max))
 
     def _row(self, job: Job, **values: Any) -> dict[str, Any]:
         row = dict.fromkeys(COLUMNS, "")
@@ -324,11 +337,11 @@ class InferRun:
         try:
             loaded = self.seg.load(job.path)
             pred = self.seg.predict(loaded)
-            self._write_outputs(job, loaded.rgb, pred.mask)
+            self._write_outputs(job, loaded, pred.mask)
         except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
             return self._row(job, status="error", error=failure(exc), mask="", overlay="")
-        return self._row(job, status="ok", width=pred.width, height=pred.height, **mask_stats(pred.mask),
-                         tiles=pred.tiles, seconds=round(time.perf_counter() - t, 3), error="")
+        return self._row(job, status="ok", **prediction_figures(pred), seconds=round(time.perf_counter() - t, 3),
+                         error="")
 
     def _process(self, todo: list[Job], summary: RunSummary, progress: Any) -> None:
         with ThreadPoolExecutor(1, "skinseg-read") as reader, ThreadPoolExecutor(1, "skinseg-write") as writer:
@@ -372,11 +385,10 @@ class InferRun:
                     except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
                         error_row(job, failure(exc))
                         continue
-                    row = self._row(job, status="ok", width=pred.width, height=pred.height,
-                                    **mask_stats(pred.mask), tiles=pred.tiles, error="")
+                    row = self._row(job, status="ok", **prediction_figures(pred), error="")
 
-                    def write(job=job, rgb=loaded.rgb, mask=pred.mask, row=row, t=t) -> None:
-                        self._write_outputs(job, rgb, mask)
+                    def write(job=job, loaded=loaded, mask=pred.mask, row=row, t=t) -> None:
+                        self._write_outputs(job, loaded, mask)
                         row["seconds"] = round(time.perf_counter() - t, 3)
                         self._journal(row)
 
@@ -414,8 +426,8 @@ class InferRun:
 
 def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None, provider: str,
               engine: EngineOptions, *, resume: bool = False, exist_ok: bool = False, shard: str | None = None,
-              recursive: bool = False, overlay_max: int = 2048, config: Path | None = None, ray: str | None = None,
-              workers: int = 0, gpus_per_worker: float = 0.0, quiet: bool = False) -> int:
+              recursive: bool = False, overlay_max: int | None = None, config: Path | None = None,
+              ray: str | None = None, workers: int = 0, gpus_per_worker: float = 0.0, quiet: bool = False) -> int:
     """The command: inputs and options (a config's [infer]/[mask] under the flags) -> outputs; the exit code."""
     from skinseg.inference.model_files import choose_model
     from skinseg.shared.dataset import collect_images
@@ -430,7 +442,7 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
                               blur=defaults["blur"] if engine.blur is None else engine.blur)
     if not inputs:
         raise SkinsegError("no inputs: give image files, folders or globs (skinseg infer --help)")
-    if overlay_max < 0:
+    if overlay_max is not None and overlay_max < 0:
         raise SkinsegError(f"--overlay-max {overlay_max}: must be 0 (full size) or a long side in px")
     if not ray and (workers or gpus_per_worker):
         raise SkinsegError("--workers and --gpus-per-worker need --ray ADDRESS (e.g. --ray local)")

@@ -45,7 +45,7 @@ def cpus_per_socket() -> int:
 class _Worker:
     """A Ray Data actor: one loaded model, one image at a time, outputs written where every node sees."""
 
-    def __init__(self, model: str, provider: str, engine: EngineOptions, output: str, overlay_max: int) -> None:
+    def __init__(self, model: str, provider: str, engine: EngineOptions, output: str, overlay_max: int | None) -> None:
         seg = Segmenter(model, provider, engine)
         self.run = InferRun(seg, Path(output), overlay_max=overlay_max)
         self.info = {"pid": os.getpid(), "node": socket.gethostname(), "providers": seg.providers}

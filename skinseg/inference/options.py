@@ -12,11 +12,11 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from skinseg.inference.session import GRAPH_OPT
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.metadata import OUTPUT_KINDS, postprocess_problem
 from skinseg.shared.scale import FROM_MODEL, check_scale
 
-GRAPH_OPT = ("disable", "basic", "extended", "all")
 MIN_TILE, MAX_TILE = 8, 4096  # a 4096 px tile is 200 MB of float input per tile: larger is a typo
 MAX_BATCH = 256
 POST_FIELDS = ("keep", "min_area", "fill_holes", "blur")

@@ -7,9 +7,11 @@ and post-processing. It takes typed values; parsing strings such as '512x384' is
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,20 @@ from skinseg.shared.scale import FROM_MODEL
 class Prediction:
     """One image's result, at the image's own (full, oriented) resolution."""
 
-    probability: np.ndarray  # HxW float32 lesion probability
+    working_probability: np.ndarray  # hxw float32 lesion probability at the working scale
     mask: np.ndarray  # HxW bool, after post-processing
     working_size: tuple[int, int]  # (h, w) the model saw
     tiles: int
     seconds: float
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # (y0, y1, x0, x1) holding every lesion pixel
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, for `skinseg bench --stages`
+    resize: dict[str, str] | None = None  # how the probability goes back to full size
+    components: int | None = None  # lesion components when known without counting (keep='largest': <= 1)
+
+    @functools.cached_property
+    def probability(self) -> np.ndarray:
+        """HxW float32 lesion probability at full size (made on first use: most callers need the mask only)."""
+        return scaling.probability_to_full(self.working_probability, self.mask.shape, self.resize)
 
     @property
     def height(self) -> int:
@@ -76,6 +87,7 @@ class Segmenter:
         post = {k: v for k, v in self.spec.postprocess.items() if k in PostProcess.__dataclass_fields__}
         post["threshold"] = self.spec.threshold if o.threshold is None else o.threshold
         self.post = PostProcess(**(post | o.post_overrides()))
+        self._scratch = threading.local()
 
     # -- what the adapter knows ----------------------------------------------------------------
     @property
@@ -153,9 +165,32 @@ class Segmenter:
                 raise SkinsegError(f"expected an RGB uint8 HxWx3 array, got {arr.dtype} {arr.shape}")
             image = LoadedImage(arr, arr.shape[0], arr.shape[1])
         h, w = image.height, image.width
+        stages: dict[str, float] = {}
+        t = time.perf_counter()
         work = self.to_working(image)
+        t = _lap(stages, "to working scale", t)
         prob = sliding_window(work, self.adapter, self.tile, self.overlap, self.batch, self.sigma_scale,
                               on_batch=on_batch)
-        prob = scaling.probability_to_full(prob, (h, w), self.resize)
-        mask = postprocess(prob, self.post)
-        return Prediction(prob, mask, work.shape[:2], self.count_tiles(h, w), time.perf_counter() - t0)
+        t = _lap(stages, "model", t)
+        box = scaling.lesion_box(prob, (h, w), self.post.threshold, self.resize, self.post.blur)
+        full = self._full_probability(prob, (h, w)) if box else None
+        t = _lap(stages, "probability to full size", t)
+        mask = postprocess(full, self.post, box) if box else np.zeros((h, w), bool)
+        _lap(stages, "post-processing", t)
+        return Prediction(prob, mask, work.shape[:2], self.count_tiles(h, w), time.perf_counter() - t0,
+                          box or (0, 0, 0, 0), stages, self.resize, 1 if self.post.keep == "largest" else None)
+
+    def _full_probability(self, prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The probability at full size, resized into this thread's reused buffer: a fresh 50 MB array per
+        image costs more in page faults than the resize itself. Valid until this thread's next image."""
+        buf = getattr(self._scratch, "buf", None)
+        if buf is None or buf.size < size[0] * size[1]:
+            buf = self._scratch.buf = np.empty(size[0] * size[1], np.float32)
+        out = buf[: size[0] * size[1]].reshape(size)
+        return scaling.probability_to_full(prob, size, self.resize, out=out)
+
+
+def _lap(stages: dict[str, float], name: str, since: float) -> float:
+    now = time.perf_counter()
+    stages[name] = now - since
+    return now

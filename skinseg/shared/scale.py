@@ -81,9 +81,45 @@ def mask_to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def probability_to_full(prob: np.ndarray, size: tuple[int, int], resize: dict[str, str] | None = None) -> np.ndarray:
-    """A working-scale probability map back to the image's (h, w)."""
+def probability_to_full(prob: np.ndarray, size: tuple[int, int], resize: dict[str, str] | None = None,
+                        out: np.ndarray | None = None) -> np.ndarray:
+    """A working-scale probability map back to the image's (h, w) (into `out` when given)."""
     if prob.shape == tuple(size):
-        return prob
+        if out is None:
+            return prob
+        out[...] = prob
+        return out
     method = METHODS[(DEFAULT_RESIZE | (resize or {}))["probability"]]
-    return cv2.resize(prob, (size[1], size[0]), interpolation=method)
+    return cv2.resize(prob, (size[1], size[0]), dst=out, interpolation=method)
+
+
+# Resizes whose output is a convex blend of nearby source pixels: a full-size value can reach a
+# threshold only near a working-scale pixel that does. Cubic and Lanczos overshoot, so they get none.
+CONVEX = ("linear", "area", "nearest")
+
+
+def _reach(lo: int, hi: int, n_src: int, n_dst: int, margin: int) -> tuple[int, int]:
+    """Destination indices [a, b) whose value can depend on source indices lo..hi (a generous bound)."""
+    r = n_src / n_dst  # source pixels per destination pixel
+    m = max(1.0, r) + 1
+    a = math.floor((lo - 0.5 - m) / r - 0.5) - 1 - margin
+    b = math.ceil((hi + 0.5 + m) / r - 0.5) + 2 + margin
+    return max(0, a), min(n_dst, b)
+
+
+def lesion_box(prob: np.ndarray, size: tuple[int, int], threshold: float, resize: dict[str, str] | None = None,
+               blur: float = 0.0) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of the full-size region outside which `prob` brought to `size` (and blurred with
+    sigma `blur`) is below `threshold` by construction; None when no pixel can reach it. The whole image
+    when the resize method can overshoot."""
+    h, w = size
+    if (DEFAULT_RESIZE | (resize or {}))["probability"] not in CONVEX:
+        return 0, h, 0, w
+    hot = prob >= threshold - 1e-5  # interpolation rounding stays far inside this margin
+    rows, cols = np.flatnonzero(hot.any(axis=1)), np.flatnonzero(hot.any(axis=0))
+    if not rows.size:
+        return None
+    radius = int(round(blur * 4 * 2 + 1)) // 2 + 1 if blur > 0 else 0  # OpenCV's kernel for float images
+    y0, y1 = _reach(int(rows[0]), int(rows[-1]), prob.shape[0], h, radius)
+    x0, x1 = _reach(int(cols[0]), int(cols[-1]), prob.shape[1], w, radius)
+    return y0 - y0 % 2, y1, x0 - x0 % 2, x1  # even origin: labelling sees the same 2x2 blocks as the full image
