@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite, the way CI does.
-#  1. an edge venv (.venv-edge: skinseg[cpu,test], no TensorFlow) runs the inference-side tests,
-#     proving infer/eval/bench work where TensorFlow is not installed;
+#  1. an edge venv (.venv-edge: skinseg[cpu,test,ray,serve], no TensorFlow) runs the inference-side
+#     tests, proving infer/eval/bench/serve work where TensorFlow is not installed (the serve page is
+#     tested in Debian's chromium, installed here where missing);
 #  2. the full venv (.venv: skinseg[cpu,train,test]) runs the training-side tests.
 # The reference Node.js client (clients/js) is tested against `skinseg infer` in step 1: Node.js comes
 # from Debian where missing, its packages from npm (onnxruntime-node's CPU build ships in the package;
@@ -22,8 +23,13 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 (cd clients/js && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error)
 
+echo "== browser for the serve page test (Debian's chromium) =="
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+
 echo "== edge environment (no TensorFlow) =="
-setup .venv-edge cpu,test,ray
+setup .venv-edge cpu,test,ray,serve
 SKINSEG_EDGE_ENV=1 .venv-edge/bin/python -m pytest tests/edge -q -p no:cacheprovider
 .venv-edge/bin/ruff check skinseg tests scripts benchmarks
 

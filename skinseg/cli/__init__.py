@@ -217,6 +217,45 @@ def quantize(
 
 @app.command()
 @command
+@engine_flags
+def serve(
+    model: ModelOpt = None,
+    provider: ProviderOpt = "auto",
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs an API key.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = any free port, printed at start).")] = 8000,
+    workers: Annotated[int, typer.Option(help="Engine threads running images at once.")] = 2,
+    queue: Annotated[int, typer.Option(help="Requests that may wait for a worker; beyond: 503 with "
+                                            "Retry-After.")] = 16,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB (413 above).")] = 50.0,
+    api_key_file: Annotated[Path | None, typer.Option(help="File holding the API key clients send as "
+                                                           "Authorization: Bearer (or SKINSEG_API_KEY).")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Serve beyond loopback without "
+                                                   "a key (a warning is printed).")] = False,
+    cors: Annotated[list[str] | None, typer.Option(help="Allow browser pages from this origin (repeatable); "
+                                                        "off by default.")] = None,
+    save: Annotated[Path | None, typer.Option(help="Keep every upload in this folder (by request id); off by "
+                                                   "default.")] = None,
+    overlay_max: Annotated[int | None, typer.Option(help="Overlay long side in px, as infer's.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No request log lines.")] = False,
+    engine: Any = None,
+) -> None:
+    """Serve the engine over HTTP with a web page: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics.
+
+    [dim]Examples:[/]
+      skinseg serve                                  # http://127.0.0.1:8000/
+      SKINSEG_API_KEY=... skinseg serve --host 0.0.0.0 --workers 2
+    """
+    from skinseg.commands.serve import run_serve
+
+    raise typer.Exit(run_serve(model, provider, engine, host=host, port=port, workers=workers, queue=queue,
+                               max_upload_mb=max_upload_mb, api_key_file=api_key_file,
+                               insecure_no_auth=insecure_no_auth, cors=cors, save=save, overlay_max=overlay_max,
+                               quiet=quiet))
+
+
+@app.command()
+@command
 def doctor() -> None:
     """Versions, ONNX Runtime providers, CUDA/cuDNN libraries and CPU features of this machine."""
     from skinseg.commands.doctor import show

@@ -54,17 +54,18 @@ def safe_stem(stem: str) -> str:
 AUTO_OVERLAY_MAX = 2048  # the long-side cap of an overlay drawn from the pixels already decoded
 
 
-def overlay_jpeg(path: Path, loaded: LoadedImage, mask: np.ndarray, long_side: int | None = None) -> bytes:
-    """The overlay JPEG. `long_side` None (default): drawn on the pixels the model's decode already holds
-    (decode once), at most 2048 px; N: at most N px (0 = full size), decoding the JPEG again at the
-    reduction that size needs when the model's decode is smaller."""
+def overlay_jpeg(source: Path | bytes, loaded: LoadedImage, mask: np.ndarray,
+                 long_side: int | None = None) -> bytes:
+    """The overlay JPEG of an image (its path or bytes). `long_side` None (default): drawn on the pixels
+    the model's decode already holds (decode once), at most 2048 px; N: at most N px (0 = full size),
+    decoding the JPEG again at the reduction that size needs when the model's decode is smaller."""
     rgb = loaded.rgb
     if long_side is None:
         return encode(".jpg", overlay_at(rgb, mask, display_size(mask.shape, min(max(rgb.shape[:2]),
                                                                                   AUTO_OVERLAY_MAX))))
     size = display_size(mask.shape, long_side)
     if max(rgb.shape[:2]) < max(size) and loaded.reduce > 1:
-        rgb = load_image(path, max(size)).rgb
+        rgb = load_image(source, max(size)).rgb
     return encode(".jpg", overlay_at(rgb, mask, size))
 
 

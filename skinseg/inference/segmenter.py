@@ -134,9 +134,10 @@ class Segmenter:
         }
 
     # -- whole images --------------------------------------------------------------------------
-    def load(self, path: str | os.PathLike[str]) -> LoadedImage:
-        """Read an image, decoding JPEGs at reduced size when the working scale allows it."""
-        return load_image(path, self.scale if self.reduced_decode else None)
+    def load(self, source: str | os.PathLike[str] | bytes, name: str | None = None) -> LoadedImage:
+        """Read an image (a path, or the bytes of a file named `name` in messages), decoding JPEGs at
+        reduced size when the working scale allows it."""
+        return load_image(source, self.scale if self.reduced_decode else None, name)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return scaling.working_size(height, width, self.scale)

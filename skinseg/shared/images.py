@@ -200,14 +200,20 @@ def choose_reduce(long_side: int, target_long_side: int | None) -> int:
     return factor
 
 
-def load_image(path: str | os.PathLike[str], target_long_side: int | None = None) -> LoadedImage:
-    """Read an image for a model working at `target_long_side` px (None = full resolution).
+def load_image(source: str | os.PathLike[str] | bytes, target_long_side: int | None = None,
+               name: str | None = None) -> LoadedImage:
+    """Read an image (a path, or bytes already in memory named `name` in messages) for a model working
+    at `target_long_side` px (None = full resolution).
 
     When the working scale is half the native size or less, JPEGs are decoded at 1/2, 1/4 or 1/8
     size directly instead of decoding e.g. 30 MP and shrinking.
     """
-    name = str(path)
-    data = read_bytes(path)
+    if isinstance(source, bytes):
+        data, name = source, name or "<upload>"
+        if not data:
+            raise InputError(f"{name}: empty file (0 bytes)")
+    else:
+        data, name = read_bytes(source), name or str(source)
     size = probe_size(data)
     _check_pixels(size, name)
     is_jpeg = data[:2] == b"\xff\xd8"
@@ -222,6 +228,21 @@ def load_image(path: str | os.PathLike[str], target_long_side: int | None = None
         reduce = 1  # unexpected geometry: fall back to a full decode
     rgb = decode_image(data, name)
     return LoadedImage(rgb, rgb.shape[0], rgb.shape[1], 1)
+
+
+def image_kind(data: bytes) -> str | None:
+    """The format of an image file from its first bytes (jpeg, png, webp, tiff, bmp), or None."""
+    if data[:2] == b"\xff\xd8":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if data[:2] == b"BM":
+        return "bmp"
+    return None
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

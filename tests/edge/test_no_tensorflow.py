@@ -53,6 +53,8 @@ def test_infer_and_bench_work_with_tensorflow_unimportable(tmp_path):
         assert r.exit_code == 0, r.output
         r = CliRunner().invoke(app, ["bench", "--model", {str(model)!r}, "--size", "200x100", "--repeat", "1"])
         assert r.exit_code == 0, r.output
+        from skinseg.commands.serve import app as service  # the [serve] extra's module tree
+        assert service.create_app
     """)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "out" / "masks" / "a.png").is_file()
@@ -61,7 +63,8 @@ def test_infer_and_bench_work_with_tensorflow_unimportable(tmp_path):
 def test_edge_install_does_not_pull_tensorflow():
     """The core and the [cpu]/[gpu] extras must not require TensorFlow; only [train] may."""
     reqs = md.requires("skinseg") or []
-    edge = [r for r in reqs if "extra ==" not in r or "'cpu'" in r or '"cpu"' in r or "gpu" in r]
+    edge = [r for r in reqs if "extra ==" not in r or any(f"'{x}'" in r or f'"{x}"' in r
+                                                           for x in ("cpu", "gpu", "serve", "ray"))]
     assert edge and not any(r.lower().startswith(("tensorflow", "keras", "tf2onnx")) for r in edge), edge
 
 
