@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from skinseg.inference.session import find_libraries, nvidia_driver
+from skinseg.shared.install import install_hint
 
 
 def cpu_features() -> dict[str, Any]:
@@ -50,7 +51,7 @@ def report() -> dict[str, Any]:
         "skinseg": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "onnxruntime builds installed": runtimes or "none (pip install 'skinseg[cpu]')",
+        "onnxruntime builds installed": runtimes or f"none ({install_hint('cpu')})",
         "providers available": providers,
         "nvidia driver": nvidia_driver() or "none (no NVIDIA GPU usable here)",
         "gpu libraries": find_libraries(),
@@ -74,7 +75,7 @@ def problems(rep: dict[str, Any]) -> list[str]:
         out.append("both onnxruntime and onnxruntime-gpu are installed; they share one module and break "
                    "each other: pip uninstall -y onnxruntime onnxruntime-gpu, then install one extra")
     if not isinstance(runtimes, dict):
-        out.append("no ONNX Runtime installed: pip install 'skinseg[cpu]' or 'skinseg[gpu]'")
+        out.append(f"no ONNX Runtime installed: {install_hint('cpu')} (or the gpu extra)")
     if rep["nvidia driver"].startswith("none") and any(rep["gpu libraries"].values()):
         out.append("CUDA libraries are installed but there is no NVIDIA driver: GPU providers cannot run here")
     if "CUDAExecutionProvider" in rep["providers available"]:

@@ -22,6 +22,7 @@ from skinseg.commands.infer import InferRun, Job, RunSummary
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared.errors import SkinsegError, first_line
+from skinseg.shared.install import install_hint
 
 BATCH = 8  # images per actor call: a little faster than 1 (README); a retry redoes at most 8
 
@@ -31,7 +32,7 @@ def _ray() -> Any:
         import ray
         import ray.data  # noqa: F401 - the extra installs both
     except ImportError as exc:
-        raise SkinsegError("--ray needs Ray Data: pip install 'skinseg[ray]'") from exc
+        raise SkinsegError(f"--ray needs Ray Data: {install_hint('cpu,ray')}") from exc
     return ray
 
 

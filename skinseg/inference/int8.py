@@ -25,6 +25,7 @@ from skinseg.inference.tiling import pad_to_tile
 from skinseg.shared import files
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.images import load_image
+from skinseg.shared.install import install_hint
 from skinseg.shared.scale import to_working
 
 TARGETS = ("cpu", "tensorrt")
@@ -41,7 +42,7 @@ def _onnx() -> Any:
         import onnx
         from onnxruntime.quantization import quantize_static  # noqa: F401 - checks the extra is there
     except ImportError as exc:
-        raise SkinsegError("quantization needs onnx and onnxruntime: pip install 'skinseg[cpu]'") from exc
+        raise SkinsegError(f"quantization needs onnx and onnxruntime: {install_hint('cpu')}") from exc
     return onnx
 
 

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from skinseg.shared.errors import SkinsegError, first_line
+from skinseg.shared.install import install_hint
 
 ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -45,7 +46,7 @@ def _ort():
         import onnxruntime as ort
     except ImportError as exc:
         raise SkinsegError(
-            "ONNX Runtime is not installed: pip install 'skinseg[cpu]' (or 'skinseg[gpu]' for CUDA)"
+            f"ONNX Runtime is not installed: {install_hint('cpu')} (or the gpu extra for CUDA)"
         ) from exc
     with contextlib.suppress(Exception):  # a run writes inside its output folder, not a telemetry cache
         ort.disable_telemetry_events()
@@ -103,8 +104,7 @@ def _missing_reason(provider: str) -> str:
         return "this machine has no NVIDIA driver, so no GPU to run on; reinstalling packages cannot help"
     if provider not in ort.get_available_providers():
         if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-            return ("this onnxruntime build has no GPU support: pip uninstall onnxruntime && "
-                    "pip install 'skinseg[gpu]'")
+            return f"this onnxruntime build has no GPU support: pip uninstall onnxruntime && {install_hint('gpu')}"
         return f"this onnxruntime build does not include it (available: {', '.join(ort.get_available_providers())})"
     missing = [label for label, so in find_libraries().items() if so is None and label != "TensorRT"]
     if provider == "TensorrtExecutionProvider" and find_libraries()["TensorRT"] is None:

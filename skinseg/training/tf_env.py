@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from skinseg.shared.install import install_hint
+
 # Without an NVIDIA driver TensorFlow's only GPU messages are its failed cuInit and absl noise on every
 # CPU run: hide them there (level 3); keep errors visible where a GPU could run.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if Path("/proc/driver/nvidia").exists() else "3")
@@ -21,7 +23,7 @@ def import_tf() -> Any:
     except ImportError as exc:
         from skinseg.shared.errors import SkinsegError
 
-        raise SkinsegError("training needs TensorFlow: pip install 'skinseg[train]'") from exc
+        raise SkinsegError(f"training needs TensorFlow: {install_hint('cpu,train')}") from exc
     return tf
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from skinseg import ui
 from skinseg.inference.options import EngineOptions
 from skinseg.shared.errors import SkinsegError
+from skinseg.shared.install import install_hint
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -28,8 +29,8 @@ def _modules() -> tuple:
         import prometheus_client  # noqa: F401
         import uvicorn
     except ImportError as exc:
-        raise SkinsegError(f"skinseg serve needs the [serve] extra ({exc.name} is missing): "
-                           "pip install -e '.[cpu,serve]' from the skinseg checkout") from None
+        raise SkinsegError(f"skinseg serve needs the serve extra ({exc.name} is missing): "
+                           f"{install_hint('cpu,serve')}") from None
     from skinseg.commands.serve import app
 
     return uvicorn, app
@@ -62,7 +63,9 @@ def bind(host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         family = socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP: asyncio then sets TCP_NODELAY on each connection (with proto 0 it does not, and
+    # every answer waited 40 ms for the client's delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
