@@ -148,6 +148,7 @@ def main() -> None:
         out = subprocess.run([py, __file__, "--child", str(npz)], capture_output=True, text=True, check=True)
         rows += json.loads(out.stdout.strip().splitlines()[-1])
     rows += node_client(models[:2], collect_images([args.images])[0][: args.count], tmp)
+    rows += ort_format(models[:2], tiles, refs[:2], truth, ref_adapter.spec.threshold, tmp)
     print(f"TensorRT Q/DQ check of {trt.name}: {len(tensorrt_problems(onnx.load(str(trt))))} problems; "
           f"of {INT8.name}: {len(tensorrt_problems(onnx.load(str(INT8))))}")
     print(f"{len(tiles)} real tiles of {tiles.shape[1]}x{tiles.shape[2]} with expert masks\n")
@@ -164,6 +165,35 @@ def main() -> None:
         truth_cell = "" if tj is None else f"{tj:.4f} ({(tj - fp32_truth) * 100:+.2f})"
         print(f"| {r['runtime']} | {r['model']} | yes | {diff} | {r['min_mask_jaccard']:.4f} / "
               f"{r['mean_mask_jaccard']:.4f} | {truth_cell} | {r['ms_per_tile']:.1f} |")
+
+
+def ort_format(models: list[Path], tiles: np.ndarray, refs: list[np.ndarray], truth: np.ndarray, threshold: float,
+               tmp: Path) -> list[dict]:
+    """`skinseg convert --to ort` of each model (batch 1, fixed shapes, optimised for ARM) run by ONNX
+    Runtime on the same tiles; prints the mobile usability checker's partitions for each file."""
+    from skinseg.inference.adapter import ModelAdapter
+    from skinseg.inference.convert import to_ort
+
+    rows = []
+    for m, ref in zip(models, refs, strict=True):
+        res = to_ort(m, tmp / f"{m.stem}.ort")
+        for ep, info in res.mobile.items():
+            print(f"{m.stem}.ort {ep}: {info['supported']}/{info['nodes']} nodes in {info['partitions']} partitions, "
+                  f"{info['verdict']} (as the .onnx is: {res.mobile_source[ep]['verdict']})")
+        a = ModelAdapter(res.files[0], "cpu")
+        probs, times = [], []
+        for t in tiles:
+            t0 = time.perf_counter()
+            probs.append(a(t[None])[0])
+            times.append(time.perf_counter() - t0)
+        probs = np.stack(probs)
+        jac = [_jaccard(p, r) for p, r in zip(probs >= threshold, ref >= threshold, strict=True)]
+        gt = [_jaccard(p, t) for p, t in zip(probs >= threshold, truth, strict=True)]
+        rows.append({"runtime": "ONNX Runtime, ORT format (skinseg convert --to ort)", "model": m.name, "loads": True,
+                     "max_abs_diff": float(np.abs(probs - ref).max()), "min_mask_jaccard": float(min(jac)),
+                     "mean_mask_jaccard": float(np.mean(jac)), "truth_jaccard": float(np.mean(gt)),
+                     "ms_per_tile": 1000 * float(np.median(times))})
+    return rows
 
 
 def node_client(models: list[Path], images: list[Path], tmp: Path) -> list[dict]:

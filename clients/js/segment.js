@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // skinseg reference client: turns raw images into skinseg's lesion masks with nothing but the ONNX
-// model file, by the rules of docs/model-contract.md (contract version = skinseg.format 2).
+// model file, by the rules of docs/model-contract.md (contract version = skinseg.format 3).
 //
 //   node clients/js/segment.js --model MODEL.onnx --output DIR IMAGE...
 //
@@ -61,7 +61,7 @@ function readMetadata(file) {
 
 function contract(meta, file) {
   const fmt = meta["skinseg.format"];
-  if (fmt !== "1" && fmt !== "2") throw new Error(`${file}: not a skinseg model (skinseg.format = ${fmt})`);
+  if (!["1", "2", "3"].includes(fmt)) throw new Error(`${file}: not a skinseg model this client reads (skinseg.format = ${fmt})`);
   const json = (k, d) => (meta[k] ? JSON.parse(meta[k]) : d);
   const c = {
     layout: meta["skinseg.layout"] || "NHWC",
@@ -73,6 +73,7 @@ function contract(meta, file) {
     post: Object.assign({ blur: 0, keep: "largest", min_area: 0, fill_holes: true }, json("skinseg.postprocess", {})),
     resize: Object.assign({ image_down: "area", image_up: "linear", probability: "linear" }, json("skinseg.resize", {})),
     tiling: Object.assign({ overlap: 0.5, sigma_scale: 0.125, pad: "edge" }, json("skinseg.tiling", {})),
+    tta: meta["skinseg.tta"] === "true", // format 3: average the tile over its flips
   };
   if (c.layout !== "NHWC" || c.inputDtype !== "uint8" || c.output !== "probability") {
     throw new Error(`${file}: this client runs uint8 NHWC models with a probability output (skinseg export writes them)`);
@@ -171,6 +172,30 @@ function gauss1d(n, sigmaScale) {
   return g;
 }
 
+// One tile's probability, clipped to [0, 1]; with TTA the mean over the tile and its horizontal,
+// vertical and double flips, each prediction flipped back (float32 sums, in that order).
+async function tileProbability(session, input, output, tile, th, tw, tta) {
+  const run = async (t) => {
+    const p = (await session.run({ [input]: new ort.Tensor("uint8", t, [1, th, tw, 3]) }))[output].data;
+    const out = new Float32Array(th * tw);
+    for (let i = 0; i < th * tw; i++) out[i] = Math.min(1, Math.max(0, p[i]));
+    return out;
+  };
+  const prob = await run(tile);
+  if (!tta) return prob;
+  for (const [fy, fx] of [[false, true], [true, false], [true, true]]) {
+    const flipped = new Uint8Array(tile.length);
+    const src = (y, x) => ((fy ? th - 1 - y : y) * tw + (fx ? tw - 1 - x : x));
+    for (let y = 0; y < th; y++) for (let x = 0; x < tw; x++) for (let k = 0; k < 3; k++) {
+      flipped[(y * tw + x) * 3 + k] = tile[src(y, x) * 3 + k];
+    }
+    const p = await run(flipped);
+    for (let y = 0; y < th; y++) for (let x = 0; x < tw; x++) prob[y * tw + x] += p[src(y, x)];
+  }
+  for (let i = 0; i < prob.length; i++) prob[i] = Math.fround(prob[i] / 4);
+  return prob;
+}
+
 async function slidingWindow(session, img, h, w, c) {
   const [th, tw] = c.tile;
   const ph = Math.max(h, th), pw = Math.max(w, tw);
@@ -185,11 +210,10 @@ async function slidingWindow(session, img, h, w, c) {
       for (let y = 0; y < th; y++) for (let x = 0; x < tw; x++) for (let k = 0; k < 3; k++) {
         tile[(y * tw + x) * 3 + k] = at(y0 + y, x0 + x, k);
       }
-      const res = await session.run({ [input]: new ort.Tensor("uint8", tile, [1, th, tw, 3]) });
-      const p = res[output].data;
+      const p = await tileProbability(session, input, output, tile, th, tw, c.tta);
       for (let y = 0; y < th; y++) {
         for (let x = 0; x < tw; x++) {
-          const prob = Math.min(1, Math.max(0, p[y * tw + x]));
+          const prob = p[y * tw + x];
           acc[(y0 + y) * pw + x0 + x] += Math.fround(prob * Math.fround(gy[y] * gx[x]));
         }
       }
@@ -337,7 +361,10 @@ async function main(argv) {
     try {
       const { mask, h, w } = await segment(session, c, file);
       const out = path.join(args.output, path.parse(file).name + ".png");
-      await sharp(Buffer.from(mask), { raw: { width: w, height: h, channels: 1 } }).png().toFile(out + ".part");
+      // toColourspace("b-w"): one 8-bit grey channel, as the contract (5.6) and skinseg infer write it;
+      // without it sharp writes an RGB PNG
+      await sharp(Buffer.from(mask), { raw: { width: w, height: h, channels: 1 } }).toColourspace("b-w").png()
+        .toFile(out + ".part");
       fs.renameSync(out + ".part", out);
       console.log(`${file} -> ${out}`);
     } catch (e) {

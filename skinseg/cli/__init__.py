@@ -256,6 +256,24 @@ def serve(
 
 @app.command()
 @command
+def convert(
+    model: Annotated[Path, typer.Argument(help="ONNX model with a fixed tile (skinseg export writes one).")],
+    to: Annotated[str, typer.Option("--to", help="Target format: ort (ONNX Runtime Mobile, for phones).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default: beside the model, "
+                                                "MODEL.ort).")] = None,
+) -> None:
+    """Convert a model for another runtime, parity-checked against the source, metadata kept.
+
+    [dim]Examples:[/]
+      skinseg convert skinseg/models/skinseg-fp32.onnx --to ort -o phone/skinseg.ort
+    """
+    from skinseg.commands.convert import run
+
+    run(model, to, output)
+
+
+@app.command()
+@command
 def doctor() -> None:
     """Versions, ONNX Runtime providers, CUDA/cuDNN libraries and CPU features of this machine."""
     from skinseg.commands.doctor import show

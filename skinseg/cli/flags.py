@@ -32,7 +32,8 @@ ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
                                   "device).")], 0),
     "threshold": (Annotated[float | None, _opt("--threshold", help="Lesion probability threshold (default: the "
                                                "model's, else 0.5).")], None),
-    "tta": (Annotated[bool, _opt("--tta", help="Flip test-time augmentation (4x the model's work).")], False),
+    "tta": (Annotated[bool | None, _opt("--tta/--no-tta", help="Flip test-time augmentation, 4x the model's work "
+                                        "(default: as the model records).")], None),
     "keep": (Annotated[str | None, _opt("--keep", help="largest | all: connected components to keep.")], None),
     "min_area": (Annotated[int | None, _opt("--min-area", help="With --keep all: smallest component kept "
                                             "(px).")], None),

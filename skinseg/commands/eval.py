@@ -31,6 +31,16 @@ METRIC_ROWS = (("jaccard", "mean Jaccard"), ("thresholded_jaccard", "thresholded
                ("failure_rate", "failures (J < 0.65)"))
 
 
+def tta_summary(used: bool, this: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Mean and thresholded Jaccard with flip TTA and without, whichever the run used (the model's
+    `skinseg.tta`, or --tta / --no-tta)."""
+    on, off = (this, other) if used else (other, this)
+    pick = lambda s, k: s[k]["mean"] if isinstance(s.get(k), dict) else None  # noqa: E731
+    return {"used": used, "mean_jaccard_with": pick(on, "jaccard"), "mean_jaccard_without": pick(off, "jaccard"),
+            "thresholded_jaccard_with": pick(on, "thresholded_jaccard"),
+            "thresholded_jaccard_without": pick(off, "thresholded_jaccard")}
+
+
 class EvalRun:
     """`skinseg eval`: every model over the same pairs through the engine infer uses, then reports."""
 
@@ -47,7 +57,14 @@ class EvalRun:
                 else None
             task = progress.add_task(f"eval {label}", total=len(pairs)) if progress else None
             advance = (lambda t=task: progress.advance(t)) if progress else None
-            results.append(evaluate_model(seg, label, pairs, mask_dir, self.worst, advance))
+            result = evaluate_model(seg, label, pairs, mask_dir, self.worst, advance)
+            twin = Segmenter(seg.model_path, seg.providers[0], seg.options.with_(tta=not seg.tta))
+            task = progress.add_task(f"eval {label}, TTA {'off' if seg.tta else 'on'}", total=len(pairs)) \
+                if progress else None
+            other = evaluate_model(twin, label, pairs, None, 0, (lambda t=task: progress.advance(t)) if progress
+                                   else None).summary
+            result.summary["tta"] = tta_summary(seg.tta, result.summary, other)
+            results.append(result)
         meta = {"images": str(dirs.images), "masks": str(dirs.masks), "pairs": len(pairs),
                 "unscored_inputs": [{"file": f, "reason": r} for f, r in problems],
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -66,8 +83,16 @@ class EvalRun:
         rows.append(["best threshold", *[
             f"{r.summary['best_threshold']['threshold']:.2f} ({r.summary['best_threshold']['mean_jaccard']:.4f})"
             if "best_threshold" in r.summary else "" for r in results]])
+        for key, name in (("mean_jaccard_with", "mean Jaccard, flip TTA"),
+                          ("mean_jaccard_without", "mean Jaccard, no TTA"),
+                          ("thresholded_jaccard_with", "thresholded Jaccard, flip TTA"),
+                          ("thresholded_jaccard_without", "thresholded Jaccard, no TTA")):
+            with_tta = key.endswith("_with")
+            rows.append([name, *[f"{r.summary['tta'][key]:.4f}" + (" *" if r.summary["tta"]["used"] == with_tta else "")
+                                 if r.summary.get("tta", {}).get(key) is not None else "" for r in results]])
         rows.append(["scored / errors", *[f"{len(r.ok)} / {r.summary['errors']}" for r in results]])
         ui.table(title, ["metric", *self.labels], rows, right=tuple(range(1, len(results) + 1)))
+        ui.out.print("* the TTA setting this run used: the model's own (skinseg.tta) unless --tta / --no-tta")
         for label, seg in zip(self.labels, self.segs, strict=True):  # which file each column scored
             ui.out.print(f"{ui.escape(label)} = {ui.escape(str(seg.model_path))}", soft_wrap=True)
 

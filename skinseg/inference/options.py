@@ -36,7 +36,8 @@ class EngineOptions:
     scale: working scale as the long side in px, None for native resolution, "model" for the model's own.
     overlap: tile overlap fraction in [0, 1).
     batch: tiles per session run; 0 = auto (about one 512x512 tile's pixels per run on the CPU, four on a GPU).
-    tta: average over horizontal, vertical and double flips (4x the model's work).
+    tta: average over horizontal, vertical and double flips (4x the model's work); None = as the model
+        records (`skinseg.tta`).
     threshold, keep, min_area, fill_holes, blur: post-processing (see inference/postprocess.py).
     threads: ONNX Runtime intra-op threads (0 = all cores); graph_opt: its optimisation level.
     reduced_decode: decode JPEGs at 1/2-1/8 size when the working scale allows; False = the contract's
@@ -49,7 +50,7 @@ class EngineOptions:
     scale: int | None | Literal["model"] = FROM_MODEL
     overlap: float | None = None
     batch: int = 0
-    tta: bool = False
+    tta: bool | None = None
     threshold: float | None = None
     keep: str | None = None
     min_area: int | None = None

@@ -72,9 +72,10 @@ class Segmenter:
         options = options or EngineOptions()
         self.options = options.with_(**changes) if changes else options
         o = self.options
-        self.adapter = ModelAdapter(model, provider, tile=o.tile, tta=o.tta, output_kind=o.output_kind,
+        self.adapter = ModelAdapter(model, provider, tile=o.tile, output_kind=o.output_kind,
                                     input_max=o.input_max, threads=o.threads, graph_opt=o.graph_opt,
                                     io_binding=o.io_binding)
+        self.adapter.tta = self.spec.metadata.tta if o.tta is None else o.tta
         tiling = self.spec.metadata.tiling
         self.overlap = float(tiling["overlap"]) if o.overlap is None else o.overlap
         self.sigma_scale = float(tiling["sigma_scale"])

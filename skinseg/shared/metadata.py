@@ -2,8 +2,9 @@
 side by side, so what export writes and what the engine reads cannot drift apart.
 
 Format 2 adds `resize` (how pixels go to the working scale and back) and `tiling` (overlap, Gaussian
-sigma, padding) to format 1; format-1 files (the models shipped before) read with the rules they
-were made with (area down, linear up, overlap 0.5, sigma tile/8, edge padding).
+sigma, padding) to format 1; format 3 adds `tta` (whether the model should run with flip test-time
+augmentation). Older files read with the rules they were made with (area down, linear up, overlap
+0.5, sigma tile/8, edge padding, no TTA).
 docs/model-contract.md states what every key means for a client.
 """
 
@@ -15,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skinseg.shared.errors import SkinsegError
-from skinseg.shared.scale import DEFAULT_RESIZE, METHODS, check_scale
+from skinseg.shared.scale import DEFAULT_RESIZE, MAX_SCALE, METHODS, MIN_SCALE, check_scale
 
 PREFIX = "skinseg."
-FORMAT_VERSION = "2"
-READABLE_FORMATS = ("1", "2")
+FORMAT_VERSION = "3"
+READABLE_FORMATS = ("1", "2", "3")
 OUTPUT_KINDS = ("probability", "logits", "softmax")
 LAYOUTS = ("NHWC", "NCHW")
 INPUT_DTYPES = ("uint8", "float32", "float16")
@@ -75,6 +76,7 @@ class ModelMetadata:
     postprocess: dict[str, Any] = field(default_factory=dict)
     resize: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RESIZE))
     tiling: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TILING))
+    tta: bool = False  # run with flip test-time augmentation (export decides from the validation split)
     provenance: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -96,6 +98,7 @@ class ModelMetadata:
             "postprocess": json.dumps(DEFAULT_POSTPROCESS | self.postprocess),
             "resize": json.dumps(DEFAULT_RESIZE | self.resize),
             "tiling": json.dumps(DEFAULT_TILING | self.tiling),
+            "tta": "true" if self.tta else "false",
         }
         if self.tile:
             props["tile_height"], props["tile_width"] = str(self.tile[0]), str(self.tile[1])
@@ -128,6 +131,7 @@ class ModelMetadata:
             postprocess=r.postprocess("postprocess"),
             resize=r.resize("resize"),
             tiling=r.tiling("tiling"),
+            tta=bool(r.boolean("tta")),
             provenance={k: v for k, v in meta.items() if k in PROVENANCE},
         )
 
@@ -174,7 +178,15 @@ class _Reader:
         try:
             return check_scale(int(v))
         except (ValueError, SkinsegError):
-            raise self.fail(key, "a long side in pixels (8 to 65536) or native") from None
+            raise self.fail(key, f"a long side in pixels ({MIN_SCALE} to {MAX_SCALE}) or native") from None
+
+    def boolean(self, key: str) -> bool | None:
+        v = self.raw(key)
+        if v is None:
+            return None
+        if v.lower() not in ("true", "false"):
+            raise self.fail(key, "true or false")
+        return v.lower() == "true"
 
     def probability(self, key: str) -> float | None:
         v = self.raw(key)

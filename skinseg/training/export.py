@@ -34,6 +34,7 @@ from skinseg.shared.runfolder import RunFolder
 from skinseg.shared.scale import DEFAULT_RESIZE
 
 PARITY_TOL = 1e-4
+TTA_GAIN = 0.3  # validation mean-Jaccard points flip TTA must gain for the model to ask for it
 MIN_OPSET, MAX_OPSET = 13, 21
 
 
@@ -193,11 +194,12 @@ def validation_pairs(src: Source, valid: Path | None) -> list[tuple[Path, Path]]
     return split_pairs(dirs.images, dirs.masks).pairs
 
 
-def engine_masks(model_path: Path, images: list[Path]) -> list[np.ndarray]:
-    """Masks through the engine (the code path infer and eval use) on the CPU."""
+def engine_masks(model_path: Path, images: list[Path], tta: bool | None = None) -> list[np.ndarray]:
+    """Masks through the engine (the code path infer and eval use) on the CPU; `tta` None = as the file
+    records."""
     from skinseg.inference.segmenter import Segmenter
 
-    seg = Segmenter(model_path, "cpu")
+    seg = Segmenter(model_path, "cpu", tta=tta)
     return [seg.predict(p).mask for p in images]
 
 
@@ -430,20 +432,29 @@ class Exporter:
             self.note = f"not kept: parity {slim_diff:.1e} or no size gain"
         return self.pending["fp32"]
 
-    @step("validation Jaccard (engine)")
+    @step("validation Jaccard (engine), with and without TTA")
     def validate(self) -> Path:
         from skinseg.shared.images import binarize, read_mask
         from skinseg.shared.metrics import mean_jaccard
 
         self.truths = [binarize(read_mask(m)) for _, m in self.pairs]
-        self.fp32_masks = engine_masks(self.pending["fp32"], [p for p, _ in self.pairs])
-        self.fp32_jac = mean_jaccard(self.fp32_masks, self.truths) if self.pairs else None
+        images = [p for p, _ in self.pairs]
+        plain = engine_masks(self.pending["fp32"], images, tta=False)
+        self.fp32_masks, self.fp32_jac, tta_note = plain, None, ""
+        if self.pairs:
+            flipped = engine_masks(self.pending["fp32"], images, tta=True)
+            j_plain, j_tta = mean_jaccard(plain, self.truths), mean_jaccard(flipped, self.truths)
+            self.meta.tta = (j_tta - j_plain) * 100 >= TTA_GAIN
+            self.fp32_masks, self.fp32_jac = (flipped, j_tta) if self.meta.tta else (plain, j_plain)
+            self.metrics["tta"] = {"val_jaccard_without": j_plain, "val_jaccard_with": j_tta,
+                                   "gain_points": (j_tta - j_plain) * 100, "on": self.meta.tta}
+            tta_note = f", TTA {'on' if self.meta.tta else 'off'} ({(j_tta - j_plain) * 100:+.2f} points)"
         self.rows.append({"precision": "fp32", "parity": f"max|diff| {self.diff:.1e}", "val_jaccard": self.fp32_jac,
                           "agreement_vs_fp32": 1.0 if self.pairs else None})
         self.metrics["onnx_fp32"] = {"val_jaccard": self.fp32_jac, "parity_max_abs": self.diff,
                                      "val_images": len(self.pairs)}
-        self.note = f"{len(self.pairs)} images" if self.pairs else "no validation split"
-        return self.save("fp32", self.onnx_model)  # now with the validation figures in its metadata
+        self.note = (f"{len(self.pairs)} images" if self.pairs else "no validation split") + tta_note
+        return self.save("fp32", self.onnx_model)  # now with the validation figures and TTA in its metadata
 
     def agreement(self, precision: str) -> tuple[dict[str, Any], Gate | None]:
         """A variant against FP32 on the validation split, through the one INT8/FP16 gate's measure."""

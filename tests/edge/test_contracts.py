@@ -18,7 +18,7 @@ from skinseg.shared import scale as scaling
 from skinseg.shared.dataset import locate_split, split_pairs
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.images import LoadedImage, encode
-from skinseg.shared.metadata import MetadataError, ModelMetadata
+from skinseg.shared.metadata import FORMAT_VERSION, MetadataError, ModelMetadata
 from tests.onnx_factory import make_model, stripes
 from tests.realdata import ISIC256
 
@@ -82,14 +82,14 @@ def test_working_size_rounds_half_up():
 
 def test_metadata_round_trips_and_refuses_bad_values():
     meta = ModelMetadata(tile=(192, 256), scale=256, threshold=0.45, resize={"image_down": "cubic"},
-                         postprocess={"blur": 2.0}, provenance={"precision": "int8"})
+                         postprocess={"blur": 2.0}, provenance={"precision": "int8"}, tta=True)
     back = ModelMetadata.from_props(meta.to_props())
-    assert back.format == "2" and back.tile == (192, 256) and back.scale == 256 and back.threshold == 0.45
+    assert back.format == FORMAT_VERSION == "3" and back.tta is True and back.tile == (192, 256) and back.scale == 256 and back.threshold == 0.45
     assert back.resize["image_down"] == "cubic" and back.postprocess["blur"] == 2.0
     assert back.input_dtype == "uint8" and back.provenance["precision"] == "int8"
     for key, value in [("scale", "-5"), ("scale", "abc"), ("threshold", "abc"), ("threshold", "1.5"),
                        ("tile_height", "0"), ("postprocess", "{bad"), ("postprocess", '{"keep": "some"}'),
-                       ("resize", '{"image_down": "bicubic"}'), ("format", "9")]:
+                       ("resize", '{"image_down": "bicubic"}'), ("format", "9"), ("tta", "yes")]:
         props = meta.to_props() | {f"skinseg.{key}": value}
         with pytest.raises(MetadataError, match=f"skinseg.{key}"):
             ModelMetadata.from_props(props)

@@ -5,9 +5,11 @@ the suite does not need Node.
 """
 
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -19,6 +21,16 @@ from tests.realdata import FULLRES, ISIC256
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "js"
 
 
+def check_mask_file(path: Path, size: tuple[int, int]) -> None:
+    """The file itself, not a reader's conversion: 8-bit, one grey channel, 0/255, the image's size."""
+    data = path.read_bytes()
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and (depth, colour) == (8, 0), f"{path.name}: {depth} bit, colour {colour}"
+    assert (height, width) == size
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert raw.ndim == 2 and raw.dtype == np.uint8 and set(np.unique(raw)) <= {0, 255}
+
+
 def _jaccards(a: Path, b: Path, names: list[str]) -> list[float]:
     out = []
     for n in names:
@@ -28,17 +40,34 @@ def _jaccards(a: Path, b: Path, names: list[str]) -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def with_tta(source: Path, out: Path) -> Path:
+    """A copy of a shipped model whose metadata asks for flip TTA (weights unchanged)."""
+    import onnx
+
+    m = onnx.load(str(source))
+    props = {p.key: p.value for p in m.metadata_props} | {"skinseg.tta": "true", "skinseg.format": "3"}
+    del m.metadata_props[:]
+    for key, value in props.items():
+        m.metadata_props.add(key=key, value=value)
+    onnx.save(m, str(out))
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int8-tta"])
 def test_node_client_matches_skinseg_infer(tmp_path, precision):
     node = shutil.which("node")
     assert node and (CLIENT / "node_modules" / "onnxruntime-node").is_dir(), \
         "Node.js and the client's packages are needed: bash scripts/test.sh installs them"
     images = sorted((FULLRES / "images").glob("*.jpg")) + sorted((ISIC256 / "test" / "images").glob("*.jpg"))[:6]
-    model = Path(__file__).resolve().parents[2] / "skinseg" / "models" / f"skinseg-{precision}.onnx"
+    model = Path(__file__).resolve().parents[2] / "skinseg" / "models" / f"skinseg-{precision.split('-')[0]}.onnx"
+    if precision.endswith("tta"):
+        model = with_tta(model, tmp_path / "tta.onnx")
     res = subprocess.run([node, str(CLIENT / "segment.js"), "--model", str(model), "--output", str(tmp_path / "js"),
                           *map(str, images)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     names = [p.stem for p in images]
+    for p in images:
+        check_mask_file(tmp_path / "js" / f"{p.stem}.png", cv2.imread(str(p)).shape[:2])
     for mode, extra in (("exact", ["--exact-decode"]), ("reduced", [])):
         for p in images:  # one folder per image: output names stay the image's stem
             r = CliRunner().invoke(app, ["infer", str(p), "--model", str(model), "-o", str(tmp_path / mode / p.stem),

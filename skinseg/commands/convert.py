@@ -1,0 +1,25 @@
+"""`skinseg convert MODEL --to ort`: a model file in another format (inference/convert.py), with what
+was checked printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from skinseg import ui
+from skinseg.inference.convert import convert
+
+
+def run(model: Path, target: str, output: Path | None) -> None:
+    with ui.console.status(f"converting {model.name} to {target}..."):
+        res = convert(model, target, output)
+    rows = [["files", "\n".join(str(f) for f in res.files)],
+            ["parity with the source (engine, 3 images)", f"max |probability difference| {res.max_difference:.2e}, "
+                                                          f"mask Jaccard {res.mask_jaccard:.4f}"],
+            ["skinseg metadata kept", "yes" if res.metadata_kept else "no (the file had none)"]]
+    for ep, after in res.mobile.items():
+        before = res.mobile_source.get(ep, {})
+        rows.append([f"{ep} (ORT usability checker)",
+                     f"{after['supported']}/{after['nodes']} nodes in {after['partitions']} partitions: "
+                     f"{after['verdict']} (as the source is: {before.get('verdict', '?')})"])
+    ui.table(f"skinseg convert -> {res.files[0]}", ["check", "result"], rows)
+    ui.out.print(f"wrote {ui.escape(str(res.files[0]))} and its required-operators config", soft_wrap=True)
