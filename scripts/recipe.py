@@ -102,7 +102,8 @@ def main() -> int:
     try:
         sh([*skinseg, "quantize", str(run.model), "--calibration", str(train_images), "-o", str(run.variant("int8")),
             *(["--images", str(cfg.eval.image_datapath)] if cfg.eval.image_datapath else []),
-            *(["--max-drop", str(args.int8_max_drop)] if args.int8_max_drop is not None else [])])
+            *(["--max-drop", str(args.int8_max_drop), "--max-disagreement", str(args.int8_max_drop)]
+              if args.int8_max_drop is not None else [])])
         models.append(run.variant("int8"))
     except subprocess.CalledProcessError:
         print("INT8 refused by its gate (see above): evaluating FP32 only", flush=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import errno
+import os
+import sys
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,8 +19,65 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+
+class _Closable:
+    """A standard stream whose reader may go away: a closed pipe (`skinseg infer ... | head`) or a full
+    device ends what is printed, never the run or its exit code (the outputs are on disk)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.gone = False
+
+    @property
+    def stream(self) -> TextIO:
+        return getattr(sys, self.name)
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.stream.write(text)
+            except (BrokenPipeError, OSError) as exc:
+                if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.ENOSPC):
+                    raise
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except (BrokenPipeError, OSError) as exc:
+                if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.ENOSPC):
+                    raise
+                self._drop()
+
+    def _drop(self) -> None:
+        """Stop writing, and point the descriptor at /dev/null so Python's own flush at exit is quiet."""
+        self.gone = True
+        try:
+            fd = self.stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (ValueError, AttributeError):
+            return False
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+
+console = Console(file=_Closable("stderr"), stderr=True, highlight=False)
+out = Console(file=_Closable("stdout"), highlight=False)
 
 
 def error(message: str) -> None:

@@ -200,7 +200,9 @@ def quantize(
     masks: Annotated[Path | None, typer.Option(help="Masks for --images (default: by the split rule).")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Largest loss: Jaccard points against the masks, or points "
                                                         "of disagreement with FP32 without masks (0.5 / 3).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Keep an INT8 model that exceeds --max-drop.")] = False,
+    max_disagreement: Annotated[float | None, typer.Option(help="Largest points of mask disagreement with FP32 "
+                                                                "(with masks too; default 3).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Keep an INT8 model that fails the gate.")] = False,
     tiles: Annotated[int, typer.Option(help="Calibration tiles.")] = 64,
     engine: Any = None,
 ) -> None:
@@ -212,7 +214,7 @@ def quantize(
     """
     from skinseg.commands.quantize import run
 
-    run(model, calibration, output, target, images, masks, max_drop, force, engine, tiles)
+    run(model, calibration, output, target, images, masks, max_drop, force, engine, tiles, max_disagreement)
 
 
 @app.command()
@@ -350,6 +352,8 @@ def export(
     valid: Annotated[Path | None, typer.Option(help="Validation split for Jaccard checks "
                                                     "(default: the run's \\[eval] data).")] = None,
     max_drop: Annotated[float, typer.Option(help="Largest INT8 validation Jaccard loss, in points.")] = 0.5,
+    max_disagreement: Annotated[float, typer.Option(help="Largest INT8 mask disagreement with FP32, in Jaccard "
+                                                         "points.")] = 3.0,
     force: Annotated[bool, typer.Option("--force", help="Keep an INT8 model that exceeds --max-drop.")] = False,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim "
                                            "(pip install onnxslim).")] = False,
@@ -365,6 +369,7 @@ def export(
     from skinseg.training.export import export as run_export
 
     run_export(source, opset, output, fp16, int8, calibration, valid, max_drop, force, simplify, quiet=quiet,
+               max_disagreement=max_disagreement,
                target=target)
 
 

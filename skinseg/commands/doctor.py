@@ -47,24 +47,30 @@ def report() -> dict[str, Any]:
         providers = ort.get_available_providers()
     except ImportError:
         pass
-    return {
+    gpu_build = "onnxruntime-gpu" in runtimes
+    # Azure's remote-inference provider ships in every build and runs nothing locally: not worth a line
+    local = [p for p in providers if p != "AzureExecutionProvider"]
+    rep: dict[str, Any] = {
         "skinseg": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "onnxruntime builds installed": runtimes or f"none ({install_hint('cpu')})",
-        "providers available": providers,
-        "nvidia driver": nvidia_driver() or "none (no NVIDIA GPU usable here)",
-        "gpu libraries": find_libraries(),
+        "providers available": local,
         "cpu": cpu_features(),
         "numpy": _version("numpy"),
         "opencv": _version("opencv-python-headless") or _version("opencv-python"),
-        # find_spec only looks for the package on disk: doctor must never import TensorFlow
-        "tensorflow (training side)": _version("tensorflow") or _version("tensorflow-cpu")
-        if importlib.util.find_spec("tensorflow") else "not installed (fine for inference)",
-        "keras": _version("keras"),
-        "tf2onnx": _version("tf2onnx"),
-        "onnx": _version("onnx"),
+        "onnx": _version("onnx") or "not installed (needed by quantize and convert)",
     }
+    if gpu_build or nvidia_driver():  # GPU facts only matter where a GPU build or a GPU is present
+        rep["nvidia driver"] = nvidia_driver() or "none (no NVIDIA GPU usable here)"
+        rep["gpu libraries"] = find_libraries()
+    # find_spec only looks for the package on disk: doctor must never import TensorFlow
+    if importlib.util.find_spec("tensorflow") or _version("keras"):
+        rep["training side"] = {"tensorflow": _version("tensorflow") or _version("tensorflow-cpu"),
+                                "keras": _version("keras"), "tf2onnx": _version("tf2onnx")}
+    else:
+        rep["training side"] = f"not installed: fine for inference ({install_hint('cpu,train')} to train)"
+    return rep
 
 
 def problems(rep: dict[str, Any]) -> list[str]:
@@ -76,9 +82,11 @@ def problems(rep: dict[str, Any]) -> list[str]:
                    "each other: pip uninstall -y onnxruntime onnxruntime-gpu, then install one extra")
     if not isinstance(runtimes, dict):
         out.append(f"no ONNX Runtime installed: {install_hint('cpu')} (or the gpu extra)")
-    if rep["nvidia driver"].startswith("none") and any(rep["gpu libraries"].values()):
-        out.append("CUDA libraries are installed but there is no NVIDIA driver: GPU providers cannot run here")
-    if "CUDAExecutionProvider" in rep["providers available"]:
+    gpu_build = isinstance(runtimes, dict) and "onnxruntime-gpu" in runtimes
+    if gpu_build and str(rep.get("nvidia driver", "none")).startswith("none"):
+        out.append("onnxruntime-gpu is installed but this machine has no NVIDIA driver: it runs on the CPU "
+                   f"provider only; for CPU machines the cpu extra is the one to install ({install_hint('cpu')})")
+    if "CUDAExecutionProvider" in rep["providers available"] and "gpu libraries" in rep:
         missing = [k for k, v in rep["gpu libraries"].items() if v is None and k != "TensorRT"]
         if missing:
             out.append(f"onnxruntime-gpu is installed but {', '.join(missing)} not found: CUDA runs will "
@@ -102,7 +110,7 @@ def show() -> None:
                           for a, b in v.items())
         elif isinstance(v, list):
             v = ", ".join(v) or "none"
-        table.add_row(k, str(v))
+        table.add_row(k, ui.escape(str(v)))
     ui.out.print(table)
     for p in problems(rep):
         ui.warn(p)

@@ -148,7 +148,8 @@ def run_eval(config: Path | None, models: list[str] | None, images: Path | None,
         results = run.run(dirs, pairs, problems, bar)
     if not quiet:
         run.table(results, f"skinseg eval: {len(pairs)} pairs from {dirs.images}")
-        ui.out.print(f"reports in {ui.escape(str(out))}: metrics.csv summary.json worst.png jaccard_hist.png "
-                     "threshold_sweep.png")
     run.report_problems(results, problems)
+    # the last line says where the results are, also with -q
+    ui.out.print(f"reports in {ui.escape(str(out))}: metrics.csv summary.json worst.png jaccard_hist.png "
+                 "threshold_sweep.png", soft_wrap=True)
     return 1 if problems or any(r.summary["errors"] for r in results) else 0

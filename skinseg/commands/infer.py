@@ -12,6 +12,7 @@ import csv
 import fcntl
 import hashlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -28,11 +29,13 @@ from skinseg import ui
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.postprocess import mask_stats
 from skinseg.inference.segmenter import Prediction, Segmenter
+from skinseg.inference.tiling import count_tiles
 from skinseg.shared import files, system
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.files import shown
 from skinseg.shared.images import LoadedImage, binarize, encode, load_image, read_mask
 from skinseg.shared.render import display_size, overlay_at
+from skinseg.shared.scale import working_size
 
 COLUMNS = ["file", "status", "width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components",
            "tiles", "seconds", "mask", "overlay", "error"]
@@ -67,6 +70,31 @@ def overlay_jpeg(source: Path | bytes, loaded: LoadedImage, mask: np.ndarray,
     if max(rgb.shape[:2]) < max(size) and loaded.reduce > 1:
         rgb = load_image(source, max(size)).rgb
     return encode(".jpg", overlay_at(rgb, mask, size))
+
+
+def warn_scale(seg: Segmenter, jobs: list[Job]) -> None:
+    """A working scale more than 2x from the model's own costs tiles (time) and gives masks unlike the
+    ones it was trained for: say so with the figures, once, before the run."""
+    from skinseg.shared.images import probe_size
+
+    own, used = seg.spec.scale, seg.scale
+    if not own or (used is not None and 0.5 <= used / own <= 2):
+        return
+    for job in jobs[:20]:
+        try:
+            size = probe_size(job.path.read_bytes()[:1 << 20])
+        except OSError:
+            continue
+        if size:
+            break
+    else:
+        return
+    w, h = size
+    tiles, usual = seg.count_tiles(h, w), count_tiles(*working_size(h, w, own), seg.tile, seg.overlap)
+    seconds = tiles * seg.adapter.latency_ms(runs=3) / 1000 * (4 if seg.tta else 1)
+    ui.warn(f"--scale {used or 'native'}: this model works at {own} px; {job.path.name} ({w}x{h}) becomes {tiles} "
+            f"tiles instead of {usual} (about {seconds:.0f} s per image here) and masks unlike those it was trained "
+            f"for. Leave --scale out to use the model's own, or keep --scale to run it as asked.")
 
 
 def prediction_figures(pred: Prediction) -> dict[str, Any]:
@@ -269,16 +297,31 @@ class InferRun:
 
     @contextlib.contextmanager
     def _locked(self):
-        """One run per output folder (and shard) at a time: a second one fails at once."""
-        fh = open(self.lock_path, "a+")  # noqa: SIM115 - held for the whole run
-        try:
+        """One run per output folder (and shard) at a time: a second one fails at once. The lock file is
+        removed when the run ends (while still held, and a run that locked a file already removed this
+        way tries again), so no empty `.skinseg.lock` stays behind."""
+        for _ in range(5):
+            fh = open(self.lock_path, "a+")  # noqa: SIM115 - held for the whole run
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
+                fh.close()
                 raise SkinsegError(f"another skinseg run is writing to {self.out}; wait for it or choose another "
                                    "-o") from None
+            try:
+                same = os.fstat(fh.fileno()).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()  # the run before removed it between our open and our lock
+        else:
+            raise SkinsegError(f"could not take the lock in {self.out}; retry")
+        try:
             yield
         finally:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
             fh.close()
 
     # -- the run ---------------------------------------------------------------------------------
@@ -449,12 +492,17 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         raise SkinsegError("--workers and --gpus-per-worker need --ray ADDRESS (e.g. --ray local)")
     shard_kn = parse_shard(shard)
     model_path = choose_model(model, config, provider)
-    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)
-    images, missing = collect_images(inputs, recursive, exclude=[out])
+    if resume and output is None:
+        raise SkinsegError("--resume needs -o OUT: the output folder of the run to finish")
+    images, missing = collect_images(inputs, recursive, exclude=[output] if output else [])
     if not images:
         raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
     jobs = plan_jobs(images, shard_kn)
     seg = Segmenter(model_path, provider, engine)
+    if not quiet:
+        warn_scale(seg, jobs)
+    # only now, when the inputs and the model are known good, does the run get a folder
+    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)
     if not quiet:
         d = seg.describe()
         ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")
@@ -478,4 +526,7 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         return 130
     if not quiet:
         run.table(summary)
+    else:  # -q keeps the one line that says where the results are
+        ui.out.print(f"results in {ui.escape(str(out))} ({len(summary.rows) - len(summary.failed)} ok, "
+                     f"{len(summary.failed)} failed)", soft_wrap=True)
     return 1 if summary.failed else 0

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from skinseg import ui
-from skinseg.inference.int8 import calibration_tiles, check_target, gate, quantize_file
+from skinseg.inference.int8 import calibration_tiles, check_limit, check_target, gate, quantize_file
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared import files
@@ -18,11 +18,14 @@ GATE_IMAGES = 32  # calibration images the gate compares on when there are no ma
 
 
 def quantize_model(model: Path, calibration: list[Path], output: Path | None = None, target: str = "cpu", *,
-                   pairs: list[tuple[Path, Path]] | None = None, max_drop: float | None = None, force: bool = False,
+                   pairs: list[tuple[Path, Path]] | None = None, max_drop: float | None = None,
+                   max_disagreement: float | None = None, force: bool = False,
                    engine: EngineOptions | None = None, count: int = 64) -> dict[str, Any]:
     """Quantize, then gate (inference/int8.py): with image/mask `pairs`, on the Jaccard lost against
     them; without, on disagreement with the FP32 model's own masks on calibration images."""
     check_target(target)
+    check_limit("--max-drop", max_drop)
+    check_limit("--max-disagreement", max_disagreement)
     model = Path(model)
     out = Path(output) if output else model.with_name(f"{model.stem.removesuffix('-fp32')}-int8.onnx")
     if out.resolve() == model.resolve():
@@ -36,7 +39,8 @@ def quantize_model(model: Path, calibration: list[Path], output: Path | None = N
         q = Segmenter(tmp, "cpu", engine)
         images = [p for p, _ in pairs] if pairs else calibration[:GATE_IMAGES]
         truths = [binarize(read_mask(m)) for _, m in pairs] if pairs else None
-        result = gate([fp32.predict(p).mask for p in images], [q.predict(p).mask for p in images], truths, max_drop)
+        result = gate([fp32.predict(p).mask for p in images], [q.predict(p).mask for p in images], truths, max_drop,
+                      max_disagreement)
         result.enforce(target, force, f"Try more calibration tiles (--tiles, now {len(tiles)})")
         tmp.replace(out)
     finally:
@@ -45,7 +49,8 @@ def quantize_model(model: Path, calibration: list[Path], output: Path | None = N
 
 
 def run(model: Path, calibration: Path, output: Path | None, target: str, images: Path | None, masks: Path | None,
-        max_drop: float | None, force: bool, engine: EngineOptions, tiles: int) -> None:
+        max_drop: float | None, force: bool, engine: EngineOptions, tiles: int,
+        max_disagreement: float | None = None) -> None:
     """The command: check the folders, quantize, print what the gate measured."""
     if not calibration.is_dir():
         raise SkinsegError(f"--calibration {calibration}: no such folder")
@@ -59,7 +64,8 @@ def run(model: Path, calibration: Path, output: Path | None, target: str, images
         if not pairs:
             raise SkinsegError(f"--images {images}: no image/mask pairs (masks named <id>_segmentation.png?)")
     with ui.console.status(f"quantizing {model.name} for {target}..."):
-        res = quantize_model(model, calib, output, target, pairs=pairs, max_drop=max_drop, force=force,
+        res = quantize_model(model, calib, output, target, pairs=pairs, max_drop=max_drop,
+                             max_disagreement=max_disagreement, force=force,
                              engine=engine, count=tiles)
     g = res["gate"]
     fmt = lambda v: "n/a (no --images with masks)" if v is None else f"{v:.4f}"  # noqa: E731

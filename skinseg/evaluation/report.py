@@ -28,11 +28,12 @@ def write_reports(results: list[ModelResult], out: Path, meta: dict[str, Any]) -
 
 
 def worst_gallery(r: ModelResult) -> np.ndarray:
-    from skinseg.shared.render import LESION, grid, overlay
+    from skinseg.shared.render import LESION, TRUTH, grid, overlay
 
     cells = [overlay(rgb, pred, LESION, alpha=0.0, truth=truth) for _, _, rgb, truth, pred in r.worst]
     labels = [f"{p.stem} J={j:.2f}" for j, p, *_ in r.worst]
-    return grid(cells, labels, cols=4, cell=320)
+    return grid(cells, labels, cols=4, cell=320,
+                legend=[(TRUTH, "ground truth"), (LESION, "prediction"), (None, "J = Jaccard, worst first")])
 
 
 def plots(results: list[ModelResult], out: Path) -> None:

@@ -12,6 +12,7 @@ head costs accuracy for little speed. The target is recorded in `skinseg.quantiz
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,30 +166,54 @@ class Gate:
     loss: float  # points: Jaccard lost against truth, else disagreement with FP32
     limit: float
     measure: str
+    disagreement_limit: float = MAX_DISAGREEMENT
+
+    @property
+    def disagreement(self) -> float:
+        """Points of mask disagreement with FP32 (100 x (1 - agreement))."""
+        return (1 - self.agreement) * 100
 
     @property
     def passed(self) -> bool:
-        return self.loss <= self.limit
+        return self.loss <= self.limit and self.disagreement <= self.disagreement_limit
 
     def enforce(self, target: str, force: bool, hint: str) -> None:
         """Refuse a model that fails the gate (unless forced), naming the flag that would help."""
-        if not self.passed and not force:
+        if self.passed or force:
+            return
+        if self.loss > self.limit:
             raise SkinsegError(f"INT8 loses {self.loss:.2f} {self.measure} on {self.images} images (target {target}, "
                                f"limit --max-drop {self.limit:g}); not written. {hint}, or --force to keep it")
+        raise SkinsegError(f"INT8 masks disagree with FP32's by {self.disagreement:.2f} points of Jaccard on "
+                           f"{self.images} images (target {target}, limit --max-disagreement "
+                           f"{self.disagreement_limit:g}) although the loss against the masks is only "
+                           f"{self.loss:.2f} points; not written. {hint}, or --force to keep it")
+
+
+def check_limit(flag: str, value: float | None) -> float | None:
+    """A gate limit as typed: a finite number of points (NaN would let every model through)."""
+    if value is not None and not (isinstance(value, int | float) and math.isfinite(value)):
+        raise SkinsegError(f"{flag} {value}: expected a finite number of Jaccard points, e.g. 0.5")
+    return value
 
 
 def gate(fp32_masks: list[np.ndarray], int8_masks: list[np.ndarray], truths: list[np.ndarray] | None = None,
-         max_drop: float | None = None) -> Gate:
-    """With ground truth: Jaccard points lost against it (limit 0.5); without: points of disagreement
-    with the FP32 model's own masks (limit 3)."""
+         max_drop: float | None = None, max_disagreement: float | None = None) -> Gate:
+    """With ground truth: Jaccard points lost against it (limit 0.5) and, as well, agreement with the FP32
+    model's masks (at most 3 points of disagreement: a model can match the truth's average while
+    drawing other masks); without truth: the disagreement alone (limit 3)."""
     from skinseg.shared.metrics import mean_jaccard
 
+    check_limit("--max-drop", max_drop)
+    check_limit("--max-disagreement", max_disagreement)
     if not fp32_masks or len(fp32_masks) != len(int8_masks):
         raise SkinsegError("the INT8 gate needs the same images, at least one, for both models")
     agreement = mean_jaccard(int8_masks, fp32_masks)
+    apart = MAX_DISAGREEMENT if max_disagreement is None else max_disagreement
     if truths:
         j32, j8 = mean_jaccard(fp32_masks, truths), mean_jaccard(int8_masks, truths)
         return Gate(len(truths), agreement, j32, j8, (j32 - j8) * 100, MAX_LOSS if max_drop is None else max_drop,
-                    "Jaccard points against the masks")
-    return Gate(len(fp32_masks), agreement, None, None, (1 - agreement) * 100,
-                MAX_DISAGREEMENT if max_drop is None else max_drop, "points of mask agreement with FP32")
+                    "Jaccard points against the masks", apart)
+    limit = max_drop if max_drop is not None else apart
+    return Gate(len(fp32_masks), agreement, None, None, (1 - agreement) * 100, limit,
+                "points of mask agreement with FP32", max(limit, apart))

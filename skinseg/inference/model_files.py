@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skinseg.shared.errors import SkinsegError
+
+if TYPE_CHECKING:
+    from skinseg.shared.runfolder import RunFolder
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models"
 FP32 = SHIPPED / "skinseg-fp32.onnx"
@@ -71,7 +75,7 @@ def choose_model(model: str | Path | None, config: Path | None = None, provider:
     """
     from skinseg.shared.runfolder import RunFolder
 
-    int8 = not gpu_wanted(provider)
+    cpu = not gpu_wanted(provider)
     if model is not None:
         p = Path(model)
         run = RunFolder.of(p) if (p.is_dir() or p.suffix == ".keras") else None
@@ -82,7 +86,7 @@ def choose_model(model: str | Path | None, config: Path | None = None, provider:
         if p.is_dir():
             if run is None:
                 raise SkinsegError(f"--model {p} is a folder but not a run folder of skinseg train; pass an .onnx file")
-            return run.exported(int8)
+            return faster_on_cpu(run) if cpu else run.exported(False)
         return p
     if config is not None:
         from skinseg.shared.config import load_config
@@ -92,5 +96,21 @@ def choose_model(model: str | Path | None, config: Path | None = None, provider:
         if run is None:
             raise SkinsegError(f"{config}: no trained run at {Path(cfg.train.runs_dir) / cfg.train.name}; train it "
                                f"(skinseg train {config}) or pass --model (e.g. --model int8 for the shipped model)")
-        return run.exported(int8)
+        return faster_on_cpu(run) if cpu else run.exported(False)
     return None
+
+
+def faster_on_cpu(run: RunFolder) -> Path:
+    """A run folder's exported model for a CPU run: INT8 (only written when the gate accepted it) when
+    it is the faster precision on this CPU, else FP32. Measured here, a few tile runs each: whether INT8
+    is faster depends on the CPU (VNNI, AMX) and on the model (a tiny model can be slower in INT8)."""
+    from skinseg.inference.adapter import ModelAdapter
+
+    fp32, int8 = run.model, run.variant("int8")
+    if not (fp32.is_file() and int8.is_file()):
+        return run.exported(True)
+    try:
+        times = {p: ModelAdapter(p, "cpu").latency_ms(runs=5) for p in (int8, fp32)}
+    except SkinsegError:
+        return fp32
+    return int8 if times[int8] <= times[fp32] else fp32

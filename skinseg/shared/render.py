@@ -67,22 +67,40 @@ def fit(rgb: np.ndarray, long_side: int, upscale: bool = False) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
 
 
-def grid(cells: list[np.ndarray], labels: list[str], cols: int = 4, cell: int = 256) -> np.ndarray:
-    """Gallery of RGB images letterboxed into cell x cell squares with a caption under each."""
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.55,
+          color: tuple[int, int, int] = (20, 20, 20)) -> None:
+    # Hershey fonts draw ASCII only, and OpenCV crashes on a str holding surrogates (non-UTF-8 names)
+    safe = text.encode("ascii", "replace").decode("ascii")
+    cv2.putText(img, safe, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+
+
+def grid(cells: list[np.ndarray], labels: list[str], cols: int = 4, cell: int = 256,
+         legend: list[tuple[tuple[int, int, int] | None, str]] | None = None) -> np.ndarray:
+    """Gallery of RGB images, each fitted to `cell` px wide with its caption right under it; rows are as
+    tall as their tallest image (no blank bands); an optional legend line of colour swatches on top."""
     cols = max(1, min(cols, len(cells)))
-    rows = max(1, -(-len(cells) // cols))
-    cap = 22
-    out = np.full((rows * (cell + cap), cols * cell, 3), 255, np.uint8)
-    for i, (img, label) in enumerate(zip(cells, labels, strict=True)):
-        r, c = divmod(i, cols)
-        small = fit(img, cell, upscale=True)
-        y0 = r * (cell + cap) + (cell - small.shape[0]) // 2
-        x0 = c * cell + (cell - small.shape[1]) // 2
-        out[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
-        # Hershey fonts draw ASCII only, and OpenCV crashes on a str holding surrogates (non-UTF-8 names)
-        text = label[:40].encode("ascii", "replace").decode("ascii")
-        cv2.putText(out, text, (c * cell + 4, r * (cell + cap) + cell + 16),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.42, (20, 20, 20), 1, cv2.LINE_AA)
+    fitted = [fit(img, cell, upscale=True) if img.shape[1] != cell else img for img in cells]
+    fitted = [cv2.resize(f, (cell, max(1, round(f.shape[0] * cell / f.shape[1])))) if f.shape[1] != cell else f
+              for f in fitted]
+    rows = [fitted[i : i + cols] for i in range(0, len(fitted), cols)]
+    cap, top, gap = 26, (34 if legend else 0), 6
+    heights = [max(f.shape[0] for f in row) for row in rows]
+    out = np.full((top + sum(h + cap + gap for h in heights), cols * cell + (cols - 1) * gap, 3), 255, np.uint8)
+    x = 8
+    for colour, text in legend or []:  # colour None: a note without a swatch
+        if colour is not None:
+            cv2.rectangle(out, (x, 10), (x + 26, 24), colour, -1)
+            x += 34
+        _text(out, text, (x, 23), 0.6)
+        x += 11 * len(text) + 30
+    y, k = top, 0
+    for row, h in zip(rows, heights, strict=True):
+        for c, img in enumerate(row):
+            x0 = c * (cell + gap)
+            out[y : y + img.shape[0], x0 : x0 + cell] = img
+            _text(out, labels[k][:44], (x0 + 4, y + img.shape[0] + 19))
+            k += 1
+        y += h + cap + gap
     return out
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from skinseg import __version__, ui
-from skinseg.inference.int8 import Gate, calibration_tiles, check_target, gate, quantize_file
+from skinseg.inference.int8 import Gate, calibration_tiles, check_limit, check_target, gate, quantize_file
 from skinseg.shared import files
 from skinseg.shared.dataset import collect_images, config_split, locate_split, split_pairs
 from skinseg.shared.errors import SkinsegError
@@ -268,13 +268,16 @@ class Exporter:
     def __init__(self, source: Path, opset: int = 17, output: Path | None = None, fp16: bool = False,
                  int8: bool = False, calibration: Path | None = None, valid: Path | None = None,
                  max_drop: float = 0.5, force: bool = False, simplify: bool = False,
-                 calibration_tiles: int = 64, quiet: bool = False, target: str = "cpu") -> None:
+                 calibration_tiles: int = 64, quiet: bool = False, target: str = "cpu",
+                 max_disagreement: float = 3.0) -> None:
         check_target(target)
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise SkinsegError(f"--opset {opset}: supported opsets are {MIN_OPSET} to {MAX_OPSET} (17 recommended)")
         self.src = find_source(source)
         self.opset, self.fp16, self.int8, self.simplify = opset, fp16, int8, simplify
         self.calibration, self.valid, self.max_drop, self.force = calibration, valid, max_drop, force
+        self.max_disagreement = check_limit("--max-disagreement", max_disagreement)
+        check_limit("--max-drop", max_drop)
         self.calibration_tiles, self.target = calibration_tiles, target
         self.extra: dict[str, str] = {}
         out = Path(output) if output else RunFolder(self.src.keras_path.parent).model
@@ -323,6 +326,8 @@ class Exporter:
                 tmp.unlink(missing_ok=True)
         if not self.quiet:
             self.table()
+        else:  # -q keeps the one line that says where the results are
+            ui.out.print(f"wrote {', '.join(str(r['file']) for r in self.rows)}", soft_wrap=True)
         return self.rows
 
     @step("load")
@@ -461,7 +466,7 @@ class Exporter:
         if not self.pairs:
             return {"precision": precision, "val_jaccard": None, "agreement_vs_fp32": None}, None
         g = gate(self.fp32_masks, engine_masks(self.pending[precision], [p for p, _ in self.pairs]), self.truths,
-                 self.max_drop)
+                 self.max_drop, self.max_disagreement)
         return {"precision": precision, "val_jaccard": g.int8_jaccard, "agreement_vs_fp32": g.agreement}, g
 
     @step("fp16 variant")
@@ -530,17 +535,19 @@ class Exporter:
                  ["file", "MB", "precision", "parity / agreement", "val Jaccard (engine, full split)",
                   "ms / tile (CPU)"], rows)
         best = self.rows[-1]["file"]
-        ui.out.print("next:\n"
-                     f"  skinseg infer IMAGES --model {best}\n"
-                     f"  skinseg eval --images TEST/images --masks TEST/masks --model {fp32}"
-                     + "".join(f" --model {r['file']}" for r in self.rows[1:]) + "\n"
-                     f"  skinseg bench --model {best}")
+        cfg = self.src.config
+        if cfg is not None and config_split(cfg, "test") is not None:
+            scored = f"skinseg eval {cfg.path} --model {fp32.parent}"  # the config's [test] split, this run's model
+        else:
+            scored = f"skinseg eval --images TEST/images --masks TEST/masks --model {fp32}" + "".join(
+                f" --model {r['file']}" for r in self.rows[1:])
+        ui.out.print(f"next:\n  skinseg infer IMAGES --model {best}\n  {scored}\n  skinseg bench --model {best}")
 
 
 def export(source: Path, opset: int = 17, output: Path | None = None, fp16: bool = False, int8: bool = False,
            calibration: Path | None = None, valid: Path | None = None, max_drop: float = 0.5, force: bool = False,
            simplify: bool = False, calibration_tiles: int = 64, quiet: bool = False,
-           target: str = "cpu") -> list[dict[str, Any]]:
+           target: str = "cpu", max_disagreement: float = 3.0) -> list[dict[str, Any]]:
     """Export, verify and report; returns one summary row per written file."""
     return Exporter(source, opset, output, fp16, int8, calibration, valid, max_drop, force, simplify,
-                    calibration_tiles, quiet, target).run()
+                    calibration_tiles, quiet, target, max_disagreement).run()

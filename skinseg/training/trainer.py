@@ -138,6 +138,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     ep = [int(r["epoch"]) for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -147,6 +148,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
             if vals:
                 ax.plot(ep[: len(vals)], vals, style, label=f"{'val' if prefix else 'train'} {key}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no 1.2, 1.4 ... on short runs
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -303,6 +305,8 @@ class Trainer:
             raise
         if not self.quiet:
             self.summary()
+        else:  # -q keeps the one line that says where the results are
+            ui.out.print(f"run folder {self.run_folder.path}", soft_wrap=True)
         return self.run_folder.path
 
     def check_data(self) -> None:

@@ -125,9 +125,28 @@ def test_one_int8_gate_with_and_without_truth():
     g = gate([truth], [near], [truth])
     assert g.fp32_jaccard == 1.0 and g.int8_jaccard == pytest.approx(0.9) and g.loss == pytest.approx(10)
     assert not g.passed and g.limit == 0.5
-    assert gate([truth], [near], [truth], max_drop=11).passed
+    assert not gate([truth], [near], [truth], max_drop=11).passed  # 10 points apart from FP32: over 3
+    assert gate([truth], [near], [truth], max_drop=11, max_disagreement=11).passed
     g = gate([truth], [near])  # no truth: disagreement with FP32, limit 3 points
     assert g.fp32_jaccard is None and g.loss == pytest.approx(10) and g.limit == 3 and not g.passed
     with pytest.raises(SkinsegError, match="INT8 loses 10.00"):
         g.enforce("cpu", False, "Try more")
     g.enforce("cpu", True, "Try more")  # --force keeps it
+
+
+def test_the_gate_holds_agreement_with_fp32_as_well_as_the_loss():
+    """A model can match the truth's average while drawing other masks: both must hold."""
+    from skinseg.inference.int8 import gate
+
+    a = np.zeros((20, 20), bool)
+    a[2:10, 2:18] = True  # FP32: the top half of the lesion
+    b = np.zeros((20, 20), bool)
+    b[10:18, 2:18] = True  # INT8: the bottom half
+    truth = a | b
+    g = gate([a], [b], [truth])
+    assert g.loss == pytest.approx(0) and g.disagreement == pytest.approx(100) and not g.passed
+    with pytest.raises(SkinsegError, match="disagree with FP32's by 100.00 points"):
+        g.enforce("cpu", False, "Try more")
+    assert gate([a], [b], [truth], max_disagreement=100).passed
+    with pytest.raises(SkinsegError, match="--max-drop nan"):
+        gate([a], [b], [truth], max_drop=float("nan"))

@@ -65,7 +65,11 @@ def test_engine_reads_metadata_without_tensorflow(exported, tmp_path):
         assert json.loads(meta["metrics"])["onnx_fp32"]["val_jaccard"] > 0.7
         for key in ("versions", "opset", "created", "source_sha256", "config"):
             assert meta[key], key
-        assert seg.spec.metadata.format == "2" and seg.resize["image_down"] == "area"
+        assert seg.spec.metadata.format == "3" and seg.resize["image_down"] == "area"
+        tta = json.loads(meta["metrics"])["tta"]  # decided on the validation split: on for a 0.3-point gain
+        assert tta["on"] == (tta["gain_points"] >= 0.3) == seg.spec.metadata.tta == seg.tta
+        assert abs(tta["val_jaccard_with" if tta["on"] else "val_jaccard_without"]
+                   - json.loads(meta["metrics"])["onnx_fp32"]["val_jaccard"]) < 1e-9
         pred = seg.predict({str(images[0])!r})
         assert pred.mask.shape == (64, 64) and pred.mask.any()
     """)], capture_output=True, text=True, timeout=120)
