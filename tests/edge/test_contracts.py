@@ -84,7 +84,8 @@ def test_metadata_round_trips_and_refuses_bad_values():
     meta = ModelMetadata(tile=(192, 256), scale=256, threshold=0.45, resize={"image_down": "cubic"},
                          postprocess={"blur": 2.0}, provenance={"precision": "int8"}, tta=True)
     back = ModelMetadata.from_props(meta.to_props())
-    assert back.format == FORMAT_VERSION == "3" and back.tta is True and back.tile == (192, 256) and back.scale == 256 and back.threshold == 0.45
+    assert back.format == FORMAT_VERSION == "3" and back.tta is True and back.tile == (192, 256)
+    assert back.scale == 256 and back.threshold == 0.45
     assert back.resize["image_down"] == "cubic" and back.postprocess["blur"] == 2.0
     assert back.input_dtype == "uint8" and back.provenance["precision"] == "int8"
     for key, value in [("scale", "-5"), ("scale", "abc"), ("threshold", "abc"), ("threshold", "1.5"),
