@@ -298,10 +298,15 @@ def init_config(
     from skinseg.shared.config import template
     from skinseg.shared.errors import SkinsegError
 
+    if path.is_dir():
+        raise SkinsegError(f"{path} is a folder; give a file name, e.g. {path / 'config.ini'}")
     if path.exists() and not force:
         raise SkinsegError(f"{path} exists; use --force to overwrite it")
+    files.ensure_writable_dir(path.parent)  # creates a missing folder; a read-only one is one clear line
     files.write_text(path, template())
-    ui.out.print(f"wrote {path}; edit \\[train] image_datapath / mask_datapath, then: skinseg train {path}")
+    ui.out.print(f"wrote {ui.escape(str(path))}; edit \\[train] image_datapath / mask_datapath, then run:",
+                 soft_wrap=True)
+    ui.out.print(f"  skinseg train {ui.escape(str(path))}", soft_wrap=True)  # one line, never wrapped mid-command
 
 
 @app.command("check-data")

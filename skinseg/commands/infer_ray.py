@@ -1,23 +1,24 @@
-"""`skinseg infer --ray ADDRESS`: the same run on a Ray cluster, with Ray Data as the scheduler.
+"""`skinseg infer --ray ADDRESS`: the same run on a Ray cluster, a pool of Ray actors as the workers.
 
 The driver plans the jobs (paths and output names only, never pixels), keeps the output contract
-(lock, resume, results.csv, run.json, exit codes) and streams rows back. A pool of actors, each
-holding one loaded model, reads its images, runs the engine and writes masks and overlays straight
-into the output folder (local disk on a one-node cluster, a mount every node sees otherwise). A
-worker that dies is replaced by Ray and its images are retried; the driver keeps one row per image.
+(lock, resume, results.csv, run.json, exit codes) and streams rows back. Each actor holds one loaded
+model, reads its images, runs the engine and writes masks and overlays straight into the output
+folder (local disk on a one-node cluster, a mount every node sees otherwise). A worker that dies is
+restarted by Ray and its batch retried; the driver keeps one row per image. Plain actors with small
+constructor arguments (sent inline, never through the object store) rather than Ray Data, whose own
+actors log an error-level line on every run (ray-project/ray#57733) and whose start-up adds seconds.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from skinseg import ui
 from skinseg.commands.infer import InferRun, Job, RunSummary
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
@@ -30,9 +31,8 @@ BATCH = 8  # images per actor call: a little faster than 1 (README); a retry red
 def _ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401 - the extra installs both
     except ImportError as exc:
-        raise SkinsegError(f"--ray needs Ray Data: {install_hint('cpu,ray')}") from exc
+        raise SkinsegError(f"--ray needs Ray: {install_hint('cpu,ray')}") from exc
     return ray
 
 
@@ -43,18 +43,17 @@ def cpus_per_socket() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, len(sockets)))
 
 
-class _Worker:
-    """A Ray Data actor: one loaded model, one image at a time, outputs written where every node sees."""
+class SkinsegWorker:
+    """One loaded model in a Ray actor: a batch of (path, output name) in, their results rows out."""
 
     def __init__(self, model: str, provider: str, engine: EngineOptions, output: str, overlay_max: int | None) -> None:
         seg = Segmenter(model, provider, engine)
         self.run = InferRun(seg, Path(output), overlay_max=overlay_max)
         self.info = {"pid": os.getpid(), "node": socket.gethostname(), "providers": seg.providers}
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
-        rows = [self.run.process_one(Job(Path(os.fsdecode(bytes(p))), str(n)))
-                for p, n in zip(batch["path"], batch["name"], strict=True)]
-        return {"row": [json.dumps(r) for r in rows], "worker": [json.dumps(self.info)] * len(rows)}
+    def process(self, batch: list[tuple[bytes, str]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        rows = [self.run.process_one(Job(Path(os.fsdecode(p)), n)) for p, n in batch]
+        return rows, self.info
 
 
 class RayInferRun(InferRun):
@@ -77,7 +76,7 @@ class RayInferRun(InferRun):
 
     def _connect(self) -> Any:
         ray = _ray()
-        for name in ("ray", "ray.data"):  # the driver shows skinseg's progress; Ray's own lines are noise here
+        for name in ("ray",):  # the driver shows skinseg's progress; Ray's own lines are noise here
             logging.getLogger(name).setLevel(logging.ERROR)
         if not ray.is_initialized():
             try:
@@ -103,46 +102,53 @@ class RayInferRun(InferRun):
     def _process(self, todo: list[Job], summary: RunSummary, progress: Any) -> None:
         if not todo:
             return
+        t0 = time.perf_counter()
         ray = self._connect()
-        from ray.data import DataContext
-
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        ctx.verbose_stats_logs = False
         cpus = max(1.0, self.cluster["cpus"] / self.workers) if not self.gpus else 1.0
         engine = self.seg.options.with_(threads=self.seg.options.threads or int(cpus))
-        items = [{"path": os.fsencode(str(j.path)), "name": j.name} for j in todo]
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), self.workers * 8))
-        # Ray Data restarts a dead actor and retries its tasks by default (max_restarts / max_task_retries -1)
-        ds = ds.map_batches(_Worker, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=self.workers),
-                            num_cpus=cpus, num_gpus=self.gpus or None,
-                            fn_constructor_kwargs={"model": str(self.seg.model_path), "provider": self.provider,
-                                                   "engine": engine, "output": str(self.out),
-                                                   "overlay_max": self.overlay_max})
+        actor = ray.remote(SkinsegWorker).options(num_cpus=cpus, num_gpus=self.gpus or 0, max_restarts=-1,
+                                                  max_task_retries=-1)  # a dead worker: restarted, batch retried
+        pool = [actor.remote(str(self.seg.model_path), self.provider, engine, str(self.out), self.overlay_max)
+                for _ in range(self.workers)]
+        batches = [[(os.fsencode(str(j.path)), j.name) for j in todo[i : i + BATCH]]
+                   for i in range(0, len(todo), BATCH)]
+        pending: dict[Any, int] = {}  # task -> worker index
         done: set[str] = set()
+        first: float | None = None
         try:
-            for item in ds.iter_rows():
-                row = json.loads(item["row"])
-                worker = json.loads(item["worker"])
-                self.seen_workers[worker["pid"]] = worker
-                if row["file"] in done:  # a retried task: its images were redone, keep one row each
-                    continue
-                done.add(row["file"])
-                summary.rows.append(row)
-                self._journal(row)
-                if progress:
-                    progress.done(ok=row["status"] == "ok")
+            for k in range(min(len(pool) * 2, len(batches))):  # two batches in flight per worker
+                pending[pool[k % len(pool)].process.remote(batches[k])] = k % len(pool)
+            following = iter(range(len(pending), len(batches)))
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                worker = pending.pop(ready[0])
+                rows, info = ray.get(ready[0])
+                first = first or time.perf_counter() - t0
+                self.seen_workers[info["pid"]] = info
+                for row in rows:
+                    if row["file"] in done:  # a retried batch: its images were redone, keep one row each
+                        continue
+                    done.add(row["file"])
+                    summary.rows.append(row)
+                    self._journal(row)
+                    if progress:
+                        progress.done(ok=row["status"] == "ok")
+                nxt = next(following, None)
+                if nxt is not None:
+                    pending[pool[worker].process.remote(batches[nxt])] = worker
         except Exception as exc:
             cause = exc
             while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
                 cause = getattr(cause, "cause", None) or cause.__cause__
             if isinstance(cause, SkinsegError):
                 raise cause from None
-            if isinstance(exc, KeyboardInterrupt):
-                raise
             raise SkinsegError(f"the Ray run failed: {first_line(exc)}; finished images are kept, rerun with "
                                "--resume") from exc
         finally:
+            self.startup = first
             if self.address == "local":
                 ray.shutdown()
+        total = time.perf_counter() - t0
+        if first is not None and first > total / 2:
+            ui.info(f"Ray's start-up took {first:.0f} s of this run's {total:.0f} s: for {len(todo)} images a run "
+                    "without --ray is faster; --ray pays off on many images or several machines")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class PairSet:
     resize: dict[str, str]
     images: list[np.ndarray] | None = None
     masks: list[np.ndarray] | None = None
+    lazy: bool = False  # keep each pair once it is first decoded (a short run decodes only what it draws)
+    _memo: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -59,7 +61,11 @@ class PairSet:
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self.images is not None and self.masks is not None:
             return self.images[i], self.masks[i]
-        return load_pair(*self.pairs[i], self.scale, self.resize)
+        if not self.lazy:
+            return load_pair(*self.pairs[i], self.scale, self.resize)
+        if i not in self._memo:  # worker threads may decode one pair twice; the result is the same
+            self._memo[i] = load_pair(*self.pairs[i], self.scale, self.resize)
+        return self._memo[i]
 
 
 def order(n: int, seed: int, epoch: int, count: int) -> np.ndarray:

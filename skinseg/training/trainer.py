@@ -212,8 +212,31 @@ def recalibrate_bn(model: Any, batches: list[np.ndarray]) -> int:
     return len(bns)
 
 
+SLOW_HOURS = 3.0  # a CPU run estimated above this gets a warning naming the faster settings
+
+
+def estimate_line(per_step: float, steps: int, epochs_left: int, on_gpu: bool) -> tuple[str, str | None]:
+    """(the estimate, a warning or None) from the seconds one training step takes."""
+    epoch = per_step * steps
+    total = epoch * epochs_left
+    line = f"about {_duration(epoch)} per epoch, {_duration(total)} for the {epochs_left} epochs left"
+    if on_gpu or total < SLOW_HOURS * 3600:
+        return line, None
+    return line, (f"this CPU run will take about {_duration(total)}: for a first model, lower [model] working_scale "
+                  "and [train] image_width / image_height (e.g. 128), [train] epochs, or steps_per_epoch; train on "
+                  "a GPU for the full recipe")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _epoch_callback(total_epochs: int, steps: int, batch: int, quiet: bool, history: list, on_epoch: Any,
-                    validate: Any, evaluation_weights: Any):
+                    validate: Any, evaluation_weights: Any, on_gpu: bool = False):
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -229,10 +252,24 @@ def _epoch_callback(total_epochs: int, steps: int, batch: int, quiet: bool, hist
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
+            self.epoch = epoch
             self.bar.reset(self.task, total=steps, description=f"epoch {epoch + 1}/{total_epochs}")
 
         def on_train_batch_end(self, batch_i, logs=None):
             self.bar.update(self.task, completed=batch_i + 1)
+            # the estimate, once, from steps 2-4 (the first one compiles)
+            if getattr(self, "estimated", False) or steps < 5:
+                return
+            if batch_i == 0:
+                self.t1 = time.perf_counter()
+            elif batch_i == 3:
+                self.estimated = True
+                line, warning = estimate_line((time.perf_counter() - self.t1) / 3, steps,
+                                              total_epochs - self.epoch, on_gpu)
+                if not quiet:
+                    self.bar.console.print(f"estimate: {line}", highlight=False)
+                if warning:
+                    ui.warn(warning)
 
         def on_epoch_end(self, epoch, logs=None):
             secs = time.perf_counter() - self.t0
@@ -355,15 +392,20 @@ class Trainer:
         cfg = self.cfg
         train_set = PairSet(self.train_pairs, cfg.model.working_scale, cfg.resize)
         val_set = PairSet(self.val_pairs, cfg.model.working_scale, cfg.resize)
-        with ui.progress(transient=True, disable=self.quiet) as bar:
-            if cfg.train.cache:
-                t = bar.add_task("decoding train at working scale", total=len(train_set))
-                train_set.cache(lambda: bar.advance(t))
-                warn_small_images(cfg, self.train_pairs, train_set.images or [])
-            t = bar.add_task("decoding valid", total=len(val_set))
-            val_set.cache(lambda: bar.advance(t))
         self.batch = cfg.train.batch_size * self.devices["replicas"]
         self.steps = cfg.train.steps_per_epoch or max(1, len(train_set) // self.batch)
+        seen = self.steps * self.batch * max(1, cfg.train.epochs - int(self.state["epoch"]))
+        with ui.progress(transient=True, disable=self.quiet) as bar:
+            if cfg.train.cache and seen >= len(train_set):
+                t = bar.add_task("decoding train at working scale", total=len(train_set))
+                train_set.cache(lambda: bar.advance(t))
+            elif cfg.train.cache:  # a short run: decode (and keep) only the images it draws
+                train_set.lazy = True
+            seen_images = train_set.images if train_set.images is not None else \
+                [train_set.get(i)[0] for i in range(min(32, len(train_set)))]
+            warn_small_images(cfg, self.train_pairs, seen_images)
+            t = bar.add_task("decoding valid", total=len(val_set))
+            val_set.cache(lambda: bar.advance(t))
         self.state.pop("interrupted", None)
         self.first = int(self.state["epoch"])
         seed = cfg.train.seed
@@ -487,7 +529,8 @@ class Trainer:
 
         cfg = self.cfg
         cbs: list[Any] = [_epoch_callback(cfg.train.epochs, self.steps, self.batch, self.quiet, self.history,
-                                          self.on_epoch, self.validate, self.evaluation_weights)]
+                                          self.on_epoch, self.validate, self.evaluation_weights,
+                                          bool(self.devices.get("gpus")))]
         if self.on_tf:  # keras' TensorBoard callback writes through tf.summary
             cbs.append(keras.callbacks.TensorBoard(str(self.run_folder.tensorboard), write_graph=False,
                                                    profile_batch=0))
