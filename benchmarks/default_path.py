@@ -47,12 +47,12 @@ def images(args: argparse.Namespace, tmp: Path) -> list[Path]:
     return found
 
 
-def decode_and_model(paths: list[Path], model: str, threads: int, repeat: int = 3) -> float:
+def decode_and_model(paths: list[Path], model: str, threads: int, tta: bool | None, repeat: int = 3) -> float:
     """Seconds per image of reduced decode + sliding-window model (the irreducible work), best of `repeat`."""
     from skinseg import Segmenter
     from skinseg.inference.tiling import sliding_window
 
-    seg = Segmenter(model, "cpu", threads=threads)
+    seg = Segmenter(model, "cpu", threads=threads, tta=tta)
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
@@ -84,7 +84,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--model", default="int8")
     ap.add_argument("--repeat", type=int, default=3, help="infer runs per thread count (median)")
-    ap.add_argument("--infer-args", default="", help="more infer flags, e.g. '--overlay-max 2048'")
+    ap.add_argument("--tta", choices=("model", "on", "off"), default="model",
+                    help="flip TTA for infer and the baseline alike (default: as the model records)")
+    ap.add_argument("--infer-args", default="", help="more infer flags, e.g. --infer-args='--overlay-max 2048'")
     args = ap.parse_args()
     from skinseg.commands.doctor import cpu_features
     from skinseg.shared.images import probe_size
@@ -96,15 +98,17 @@ def main() -> None:
         paths = images(args, Path(tmp))
         sizes = [probe_size(p.read_bytes()) for p in paths]
         mp = sum(w * h for w, h in sizes) / len(paths) / 1e6
-        print(f"{len(paths)} images, {mp:.1f} MP on average; model {args.model}; infer flags: {args.infer_args or '-'}")
+        print(f"{len(paths)} images, {mp:.1f} MP on average; model {args.model}; TTA {args.tta}; infer flags: "
+              f"{args.infer_args or '-'}")
         results = []
         for threads in args.threads:
             runs = []
+            tta_flag = {"model": [], "on": ["--tta"], "off": ["--no-tta"]}[args.tta]
             for i in range(args.repeat):
                 runs.append(infer_run(paths, args.model, threads, Path(tmp) / f"out-{threads}-{i}",
-                                      args.infer_args.split()))
+                                      tta_flag + args.infer_args.split()))
             per_image = sorted(r[0] for r in runs)[len(runs) // 2]
-            base = decode_and_model(paths, args.model, threads)
+            base = decode_and_model(paths, args.model, threads, {"model": None, "on": True, "off": False}[args.tta])
             results.append({"threads": threads, "infer_images_per_s": round(1 / per_image, 2),
                             "infer_ms_per_image": round(1000 * per_image, 1),
                             "decode_plus_model_ms": round(1000 * base, 1), "ratio": round(per_image / base, 2),

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from skinseg import DEFAULT_MAX_PIXELS
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
 from skinseg.inference.tiling import tile_batches
@@ -94,6 +95,9 @@ def parse_size(size: str) -> tuple[int, int]:
         w, h = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise SkinsegError(f"--size {size!r}: expected WxH, e.g. 4288x2848") from None
+    if min(w, h) < 16 or w * h > DEFAULT_MAX_PIXELS:
+        raise SkinsegError(f"--size {size}: each side at least 16 px and at most {DEFAULT_MAX_PIXELS / 1e6:.0f} MP "
+                           "in all (the image reader's limit)")
     return h, w
 
 
@@ -111,29 +115,41 @@ def run(model: Path | None, provider: str, engine: EngineOptions, image: Path | 
         raise SkinsegError(f"--image {image}: no such file or folder")
     seg = Segmenter(choose_model(model, None, provider), provider, engine)
     title = f"{seg.model_path.name} at working scale {seg.scale or 'native'}, {', '.join(seg.providers[:1])}"
-    if stages:
-        images = _stage_images(image, hw)
-        with ui.console.status(f"timing {len(images)} images by stage..."):
-            times = stage_times(seg, images, overlay_max, repeat)
-        ui.table(f"skinseg bench --stages: ms per image, {title}", ["stage", "ms", "share"], stage_rows(times),
-                 right=(1, 2))
-        return
-    with ui.console.status("benchmarking..."):
-        res = run_bench(seg, str(image) if image else None, hw, repeat)
+    with tempfile.TemporaryDirectory(prefix="skinseg-bench-") as tmp:
+        images = _stage_images(image, hw, Path(tmp))
+        shown = str(images[0]) if image else f"synthetic {hw[1]}x{hw[0]}"
+        if stages:
+            with ui.console.status(f"timing {len(images)} images by stage..."):
+                times = stage_times(seg, images, overlay_max, repeat)
+            ui.table(f"skinseg bench --stages: ms per image, {title}", ["stage", "ms", "share"], stage_rows(times),
+                     right=(1, 2))
+            return
+        with ui.console.status("benchmarking..."):
+            res = run_bench(seg, str(images[0]), hw, repeat)
+            times = stage_times(seg, images[:1], overlay_max, repeat)
+    res["image"] = shown
     ui.table(f"skinseg bench: {title}", ["measure", "value"], [[k, v] for k, v in res.items()], right=(1,))
     ui.out.print("'engine / bare' compares one whole image (decode excluded: resize, tiles, model, full-size "
-                 "post-processing) with session.run on its tiles alone; bench --stages shows where the rest goes")
+                 "post-processing) with session.run on its tiles alone; where an image's time goes, as infer runs "
+                 "it:", soft_wrap=True)
+    ui.table(f"ms per image by stage: {shown}", ["stage", "ms", "share"], stage_rows(times), right=(1, 2))
+    model = times["model"] / sum(times.values())
+    ui.out.print(f"the model is {100 * model:.0f} % of an image's time here; the rest is decoding, resizing, "
+                 "post-processing and writing (bench --stages --image DIR for your own images)", soft_wrap=True)
 
 
-def _stage_images(image: Path | None, hw: tuple[int, int]) -> list[Path]:
+def _stage_images(image: Path | None, hw: tuple[int, int], tmp: Path) -> list[Path]:
+    """The images to time: --image (a file or a folder), else a synthetic JPEG of `hw` drawn in a child
+    process (so drawing it does not count towards this process's peak memory) inside `tmp`."""
     from skinseg.shared.dataset import collect_images
 
     if image is None:
-        folder = Path(tempfile.mkdtemp(prefix="skinseg-bench-"))
-        path = folder / "synthetic.jpg"
+        path = tmp / "synthetic.jpg"
         proc = multiprocessing.get_context("spawn").Process(target=_write_synthetic, args=(str(path), hw))
         proc.start()
         proc.join()
+        if proc.exitcode != 0 or not path.is_file():
+            raise SkinsegError(f"--size {hw[1]}x{hw[0]}: could not draw a synthetic image of that size")
         return [path]
     images, _ = collect_images([str(image)])
     if not images:

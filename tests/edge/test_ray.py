@@ -61,7 +61,8 @@ def test_a_killed_worker_is_replaced_and_every_image_is_done_once(tmp_path):
     victim = None
     while time.time() < deadline and victim is None:
         if len(list((out / "masks").glob("*.png"))) >= 2:
-            workers = [p for p in psutil.process_iter(["cmdline"]) if "SkinsegWorker" in " ".join(p.info["cmdline"] or [])]
+            workers = [p for p in psutil.process_iter(["cmdline"])
+                       if "SkinsegWorker" in " ".join(p.info["cmdline"] or [])]
             victim = workers[0] if workers else None
         time.sleep(0.05)
     assert victim is not None, "no Ray worker process found while the run was going"
