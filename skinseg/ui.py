@@ -36,6 +36,9 @@ class _Closable:
         if not self.gone:
             try:
                 return self.stream.write(text)
+            except UnicodeEncodeError:  # an ASCII terminal (PYTHONIOENCODING=ascii) and a non-ASCII name
+                enc = self.encoding
+                return self.stream.write(text.encode(enc, "backslashreplace").decode(enc))
             except (BrokenPipeError, OSError) as exc:
                 if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.ENOSPC):
                     raise

@@ -44,6 +44,8 @@ ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "threads": (Annotated[int, _opt("--threads", help="ONNX Runtime intra-op threads (0 = all cores).")], 0),
     "graph_opt": (Annotated[str, _opt("--graph-opt", help="ONNX Runtime graph optimisation: disable | basic | "
                                       "extended | all.")], "all"),
+    "max_tiles": (Annotated[int, _opt("--max-tiles", help="Most tiles one image may need; more is a usage "
+                                      "error (a scale or overlap typo would run for hours).")], 20_000),
     "exact_decode": (Annotated[bool, _opt("--exact-decode", help="Decode JPEGs at full size, never at 1/2-1/8 "
                                           "(slower; the model contract's reference path).")], False),
 }

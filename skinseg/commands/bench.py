@@ -30,11 +30,27 @@ def bare_inputs(seg: Segmenter, loaded: LoadedImage) -> list[np.ndarray]:
 
 
 def _write_synthetic(path: str, size: tuple[int, int]) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no child traceback
     from skinseg.shared import files
     from skinseg.shared.images import encode
 
     rgb, _ = synth_pair(size[0], size[1], rng=1)
     files.write_bytes(path, encode(".jpg", rgb, 95))
+
+
+def _draw(path: str, size: tuple[int, int]) -> int | None:
+    """Draw the synthetic image in a child process; Ctrl-C stops the child too. Its exit code."""
+    proc = multiprocessing.get_context("spawn").Process(target=_write_synthetic, args=(path, size))
+    proc.start()
+    try:
+        proc.join()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.join()
+        raise
+    return proc.exitcode
 
 
 def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = (2848, 4288),
@@ -48,9 +64,7 @@ def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = 
     with tempfile.TemporaryDirectory() as tmp:
         if not image:
             image = os.path.join(tmp, "synthetic.jpg")
-            proc = multiprocessing.get_context("spawn").Process(target=_write_synthetic, args=(image, size))
-            proc.start()
-            proc.join()
+            _draw(image, size)
         loaded = load_image(image, seg.scale)
     rss_before = peak_rss_mb()
     seg.adapter(np.zeros((seg.batch, *seg.tile, 3), np.uint8))  # warm-up at the batch shape used
@@ -145,10 +159,7 @@ def _stage_images(image: Path | None, hw: tuple[int, int], tmp: Path) -> list[Pa
 
     if image is None:
         path = tmp / "synthetic.jpg"
-        proc = multiprocessing.get_context("spawn").Process(target=_write_synthetic, args=(str(path), hw))
-        proc.start()
-        proc.join()
-        if proc.exitcode != 0 or not path.is_file():
+        if _draw(str(path), hw) != 0 or not path.is_file():
             raise SkinsegError(f"--size {hw[1]}x{hw[0]}: could not draw a synthetic image of that size")
         return [path]
     images, _ = collect_images([str(image)])

@@ -51,6 +51,7 @@ class EvalRun:
     def run(self, dirs: Any, pairs: list[tuple[Path, Path]], problems: list[tuple[str, str]],
             progress: Any = None) -> list[ModelResult]:
         files.ensure_writable_dir(self.out)
+        files.refuse_link(self.out / "masks")  # --save-masks writes below it
         results = []
         for seg, label in zip(self.segs, self.labels, strict=True):
             mask_dir = files.ensure_writable_dir(self.out / "masks" / label.replace("/", "_")) if self.save_masks \
@@ -68,6 +69,7 @@ class EvalRun:
         meta = {"images": str(dirs.images), "masks": str(dirs.masks), "pairs": len(pairs),
                 "unscored_inputs": [{"file": f, "reason": r} for f, r in problems],
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "masks_not_0_255": results[0].stored if results else {},
                 "engine": {label: s.describe() for s, label in zip(self.segs, self.labels, strict=True)}}
         write_reports(results, self.out, meta)
         return results
@@ -142,13 +144,15 @@ def run_eval(config: Path | None, models: list[str] | None, images: Path | None,
                            "<id>_segmentation.png?)")
     paths = [choose_model(m, None, provider) for m in models] if models else [choose_model(None, config, provider)]
     segs = [Segmenter(m, provider, engine) for m in paths]
-    out = output_folder(output, "eval", exist_ok=exist_ok)
+    out = output_folder(output, "eval", exist_ok=exist_ok, inputs=[dirs.images, dirs.masks])
     run = EvalRun(segs, out, save_masks, worst)
     with ui.progress(disable=quiet) as bar:
         results = run.run(dirs, pairs, problems, bar)
     if not quiet:
         run.table(results, f"skinseg eval: {len(pairs)} pairs from {dirs.images}")
     run.report_problems(results, problems)
+    for how, count in (results[0].stored if results else {}).items():  # said once, not once per mask
+        ui.warn(f"{count} of {len(pairs)} masks read by the mask rule (README, Masks): {how}")
     # the last line says where the results are, also with -q
     ui.out.print(f"reports in {ui.escape(str(out))}: metrics.csv summary.json worst.png jaccard_hist.png "
                  "threshold_sweep.png", soft_wrap=True)

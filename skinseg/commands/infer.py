@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import hashlib
 import json
+import math
 import os
 import shlex
 import sys
@@ -39,19 +39,8 @@ from skinseg.shared.scale import working_size
 
 COLUMNS = ["file", "status", "width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components",
            "tiles", "seconds", "mask", "overlay", "error"]
-MAX_STEM_BYTES = 180  # output names stay far below the 255-byte file-name limit, temporary suffixes included
 # What must match for --resume to keep an earlier output (the rest, e.g. threads, changes no pixel).
 FINGERPRINT_KEYS = ("sha256", "tile", "scale", "resize", "overlap", "sigma_scale", "tta", "postprocess")
-
-
-def safe_stem(stem: str) -> str:
-    """An output stem that is valid UTF-8 and short enough for any file system (hash-suffixed if cut)."""
-    clean = "".join("_" if "\udc80" <= ch <= "\udcff" else ch for ch in stem) or "image"
-    raw = clean.encode("utf-8")
-    if len(raw) <= MAX_STEM_BYTES:
-        return clean
-    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    return raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore") + "-" + digest
 
 
 AUTO_OVERLAY_MAX = 2048  # the long-side cap of an overlay drawn from the pixels already decoded
@@ -72,23 +61,31 @@ def overlay_jpeg(source: Path | bytes, loaded: LoadedImage, mask: np.ndarray,
     return encode(".jpg", overlay_at(rgb, mask, size))
 
 
-def warn_scale(seg: Segmenter, jobs: list[Job]) -> None:
-    """A working scale more than 2x from the model's own costs tiles (time) and gives masks unlike the
-    ones it was trained for: say so with the figures, once, before the run."""
+def first_size(jobs: list[Job]) -> tuple[int, int] | None:
+    """(width, height) of the first of the inputs whose header says it (read from the header only)."""
     from skinseg.shared.images import probe_size
 
-    own, used = seg.spec.scale, seg.scale
-    if not own or (used is not None and 0.5 <= used / own <= 2):
-        return
     for job in jobs[:20]:
         try:
-            size = probe_size(job.path.read_bytes()[:1 << 20])
+            with open(job.path, "rb") as fh:
+                size = probe_size(fh.read(1 << 20))
         except OSError:
             continue
         if size:
-            break
-    else:
+            return size
+    return None
+
+
+def warn_scale(seg: Segmenter, jobs: list[Job]) -> None:
+    """A working scale more than 2x from the model's own costs tiles (time) and gives masks unlike the
+    ones it was trained for: say so with the figures, once, before the run."""
+    own, used = seg.spec.scale, seg.scale
+    if not own or (used is not None and 0.5 <= used / own <= 2):
         return
+    size = first_size(jobs)
+    if size is None:
+        return
+    job = jobs[0]
     w, h = size
     tiles, usual = seg.count_tiles(h, w), count_tiles(*working_size(h, w, own), seg.tile, seg.overlap)
     seconds = tiles * seg.adapter.latency_ms(runs=3) / 1000 * (4 if seg.tta else 1)
@@ -160,17 +157,7 @@ def plan_jobs(images: list[Path], shard: tuple[int, int] | None = None) -> list[
 
     Names are assigned before sharding, so every machine of a sharded run agrees on them.
     """
-    stems = [safe_stem(p.stem) for p in images]
-    taken = {s.lower() for s in stems}
-    used: set[str] = set()
-    jobs = []
-    for p, stem in zip(images, stems, strict=True):
-        name, i = stem, 1
-        while name.lower() in used or (i > 1 and name.lower() in taken):
-            i += 1
-            name = f"{stem}~{i}"
-        used.add(name.lower())
-        jobs.append(Job(p, name))
+    jobs = [Job(p, name) for p, name in zip(images, files.unique_stems(images), strict=True)]
     if shard:
         k, n = shard
         jobs = [j for i, j in enumerate(jobs) if i % n == k - 1]
@@ -224,7 +211,7 @@ class InferRun:
 
     def _journal(self, row: dict[str, Any]) -> None:
         new = not self.journal_path.exists()
-        with open(self.journal_path, "a", newline="", encoding="utf-8") as fh:
+        with files.open_nofollow(self.journal_path) as fh:
             w = csv.DictWriter(fh, COLUMNS)
             if new:
                 w.writeheader()
@@ -301,7 +288,7 @@ class InferRun:
         removed when the run ends (while still held, and a run that locked a file already removed this
         way tries again), so no empty `.skinseg.lock` stays behind."""
         for _ in range(5):
-            fh = open(self.lock_path, "a+")  # noqa: SIM115 - held for the whole run
+            fh = files.open_nofollow(self.lock_path, "a+")  # held for the whole run
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -366,6 +353,7 @@ class InferRun:
             self._process(todo, summary, progress)
         except KeyboardInterrupt:
             summary.interrupted = True
+            self._count_finished(todo, summary)
         summary.seconds = time.perf_counter() - t0
         order = {shown(j.path): i for i, j in enumerate(jobs)}
         summary.rows.sort(key=lambda r: order.get(r["file"], -1))
@@ -373,6 +361,17 @@ class InferRun:
         self.journal_path.unlink(missing_ok=True)
         self._write_run_json("interrupted" if summary.interrupted else "finished", started, summary, len(jobs))
         return summary
+
+    def _count_finished(self, todo: list[Job], summary: RunSummary) -> None:
+        """After Ctrl-C, images whose outputs are complete on disk but not yet in the rows (a worker
+        wrote them as the run stopped) get their rows: the count and results.csv match the disk."""
+        listed = {r["file"] for r in summary.rows}
+        for job in todo:
+            if shown(job.path) not in listed and self._complete(job):
+                row = self._resumed_row(job, {})
+                if row is not None:
+                    summary.rows.append(row)
+                    self._journal(row)
 
     def process_one(self, job: Job) -> dict[str, Any]:
         """One image start to finish, in this thread: its row (an error row for a bad input). Model and
@@ -475,7 +474,7 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
     """The command: inputs and options (a config's [infer]/[mask] under the flags) -> outputs; the exit code."""
     from skinseg.inference.model_files import choose_model
     from skinseg.shared.dataset import collect_images
-    from skinseg.shared.runfolder import output_folder
+    from skinseg.shared.runfolder import check_apart, output_folder
 
     if config is not None:
         from skinseg.shared.config import infer_defaults
@@ -488,21 +487,32 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         raise SkinsegError("no inputs: give image files, folders or globs (skinseg infer --help)")
     if overlay_max is not None and overlay_max < 0:
         raise SkinsegError(f"--overlay-max {overlay_max}: must be 0 (full size) or a long side in px")
+    if workers < 0 or not (math.isfinite(gpus_per_worker) and gpus_per_worker >= 0):
+        raise SkinsegError(f"--workers {workers} / --gpus-per-worker {gpus_per_worker}: must be 0 or more")
     if not ray and (workers or gpus_per_worker):
         raise SkinsegError("--workers and --gpus-per-worker need --ray ADDRESS (e.g. --ray local)")
     shard_kn = parse_shard(shard)
     model_path = choose_model(model, config, provider)
     if resume and output is None:
         raise SkinsegError("--resume needs -o OUT: the output folder of the run to finish")
+    if output is not None:
+        check_apart(output, inputs)  # before anything is read or written
     images, missing = collect_images(inputs, recursive, exclude=[output] if output else [])
     if not images:
         raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
     jobs = plan_jobs(images, shard_kn)
     seg = Segmenter(model_path, provider, engine)
+    if ray:
+        from skinseg.commands.infer_ray import reachable
+
+        reachable(ray)  # an address that does not answer is refused before anything is written
+    first = first_size(jobs)
+    if first is not None:
+        seg.check_tiles(first[1], first[0])  # a scale or overlap typo is refused before anything is written
     if not quiet:
         warn_scale(seg, jobs)
     # only now, when the inputs and the model are known good, does the run get a folder
-    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)
+    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None, inputs=inputs)
     if not quiet:
         d = seg.describe()
         ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")

@@ -36,6 +36,21 @@ def _ray() -> Any:
     return ray
 
 
+def reachable(address: str, seconds: float = 10.0) -> None:
+    """A cluster address must answer within `seconds` (Ray itself retries for minutes)."""
+    if address in ("local", "auto"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise SkinsegError(f"--ray {address}: expected local, auto, HOST:6379 or ray://HOST:10001")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise SkinsegError(f"--ray {address}: no answer within {seconds:.0f} s ({exc.strerror or exc}); is the cluster "
+                           "running (ray start --head) and the address right?") from None
+
+
 def cpus_per_socket() -> int:
     """Cores of one CPU socket on this machine (the default worker's share of a node)."""
     sockets = {p.read_text().strip() for p in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology/"
@@ -79,6 +94,7 @@ class RayInferRun(InferRun):
         for name in ("ray",):  # the driver shows skinseg's progress; Ray's own lines are noise here
             logging.getLogger(name).setLevel(logging.ERROR)
         if not ray.is_initialized():
+            reachable(self.address)
             try:
                 if self.address == "local":
                     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -9,10 +9,10 @@ from skinseg import ui
 from skinseg.inference.int8 import calibration_tiles, check_limit, check_target, gate, quantize_file
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
-from skinseg.shared import files
+from skinseg.shared import files, system
 from skinseg.shared.dataset import collect_images, locate_split, split_pairs
 from skinseg.shared.errors import SkinsegError
-from skinseg.shared.images import binarize, read_mask
+from skinseg.shared.images import read_binary_mask
 
 GATE_IMAGES = 32  # calibration images the gate compares on when there are no masks
 
@@ -26,7 +26,12 @@ def quantize_model(model: Path, calibration: list[Path], output: Path | None = N
     check_target(target)
     check_limit("--max-drop", max_drop)
     check_limit("--max-disagreement", max_disagreement)
+    if count < 1:
+        raise SkinsegError(f"--tiles {count}: must be at least 1 (64 is the default)")
     model = Path(model)
+    if already_quantized(model):
+        raise SkinsegError(f"{model} is already INT8 (it has QuantizeLinear/DequantizeLinear nodes); quantize its "
+                           "FP32 source instead")
     out = Path(output) if output else model.with_name(f"{model.stem.removesuffix('-fp32')}-int8.onnx")
     if out.resolve() == model.resolve():
         raise SkinsegError(f"-o {out} would overwrite the model being quantized; choose another name")
@@ -37,8 +42,7 @@ def quantize_model(model: Path, calibration: list[Path], output: Path | None = N
     try:
         quantize_file(model, tmp, fp32.adapter, tiles, target)
         q = Segmenter(tmp, "cpu", engine)
-        images = [p for p, _ in pairs] if pairs else calibration[:GATE_IMAGES]
-        truths = [binarize(read_mask(m)) for _, m in pairs] if pairs else None
+        images, truths = gate_inputs(pairs, calibration)
         result = gate([fp32.predict(p).mask for p in images], [q.predict(p).mask for p in images], truths, max_drop,
                       max_disagreement)
         result.enforce(target, force, f"Try more calibration tiles (--tiles, now {len(tiles)})")
@@ -46,6 +50,44 @@ def quantize_model(model: Path, calibration: list[Path], output: Path | None = N
     finally:
         tmp.unlink(missing_ok=True)
     return {"file": out, "target": target, "calibration_tiles": len(tiles), "gate": result}
+
+
+def already_quantized(model: Path) -> bool:
+    try:
+        import onnx
+
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - not loadable: the engine says why, with its own message
+        return False
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in graph.node)
+
+
+def gate_inputs(pairs: list[tuple[Path, Path]] | None, calibration: list[Path]) -> tuple[list[Path], list | None]:
+    """The images (and masks) the gate compares on: readable ones only, masks of the image's size only
+    (each one left out is said once); an error when none is left."""
+    from skinseg.shared.errors import InputError
+    from skinseg.shared.images import load_image
+
+    images, truths = [], []
+    for image, mask in pairs or [(p, None) for p in calibration]:
+        if len(images) == (len(pairs) if pairs else GATE_IMAGES):
+            break
+        try:
+            size = load_image(image, 256)
+            truth = read_binary_mask(mask)[0] if mask is not None else None
+        except InputError as exc:
+            ui.warn(f"left out of the INT8 gate: {exc}")
+            continue
+        if truth is not None and truth.shape != (size.height, size.width):
+            ui.warn(f"left out of the INT8 gate: {mask} is {truth.shape[1]}x{truth.shape[0]}, its image "
+                    f"{size.width}x{size.height}")
+            continue
+        images.append(image)
+        truths.append(truth)
+    if not images:
+        raise SkinsegError("no usable image for the INT8 gate (every one was unreadable or its mask of another "
+                           "size); check --images / --calibration")
+    return images, (truths if pairs else None)
 
 
 def run(model: Path, calibration: Path, output: Path | None, target: str, images: Path | None, masks: Path | None,
@@ -63,7 +105,7 @@ def run(model: Path, calibration: Path, output: Path | None, target: str, images
         pairs = split_pairs(dirs.images, dirs.masks).pairs
         if not pairs:
             raise SkinsegError(f"--images {images}: no image/mask pairs (masks named <id>_segmentation.png?)")
-    with ui.console.status(f"quantizing {model.name} for {target}..."):
+    with ui.console.status(f"quantizing {model.name} for {target}..."), system.sigterm_as_interrupt():
         res = quantize_model(model, calib, output, target, pairs=pairs, max_drop=max_drop,
                              max_disagreement=max_disagreement, force=force,
                              engine=engine, count=tiles)

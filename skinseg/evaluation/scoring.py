@@ -13,7 +13,7 @@ from skinseg.inference.postprocess import postprocess
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared import files
 from skinseg.shared.errors import InputError
-from skinseg.shared.images import binarize, encode, read_mask
+from skinseg.shared.images import encode, read_binary_mask
 from skinseg.shared.metrics import METRICS, aggregate, scores
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
@@ -28,6 +28,7 @@ class ModelResult:
     sweep: dict[float, list[float]] = field(default_factory=lambda: {t: [] for t in THRESHOLDS})
     worst: list[tuple[float, Path, np.ndarray, np.ndarray]] = field(default_factory=list)  # small previews
     summary: dict[str, Any] = field(default_factory=dict)
+    stored: dict[str, int] = field(default_factory=dict)  # how masks not stored as 0/255 were read -> count
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -35,9 +36,18 @@ class ModelResult:
 
 
 def model_labels(paths: list[Path]) -> list[str]:
-    """Short unique names for the models (file stems, made unique with their folder when needed)."""
+    """Short unique names for the models: file stems, with their folder when two share a stem, and ~2,
+    ~3 when the same file is given twice (every model given is scored under its own label)."""
     stems = [p.stem for p in paths]
-    return [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    labels = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    out: list[str] = []
+    for label in labels:
+        name, i = label, 1
+        while name in out:
+            i += 1
+            name = f"{label}~{i}"
+        out.append(name)
+    return out
 
 
 def _preview(rgb: np.ndarray, truth: np.ndarray, pred: np.ndarray, long_side: int = 320) -> tuple:
@@ -55,10 +65,14 @@ def evaluate_model(seg: Segmenter, label: str, pairs: list[tuple[Path, Path]], s
                    worst_n: int, on_item: Any = None) -> ModelResult:
     """Score one model on every pair; bad inputs become error rows, the run goes on."""
     res = ModelResult(label, seg.model_path)
-    for image_path, mask_path in pairs:
+    names = files.unique_stems([p for p, _ in pairs])  # a.jpg and a.png get a.png and a~2.png
+    for (image_path, mask_path), name in zip(pairs, names, strict=True):
         row: dict[str, Any] = dict.fromkeys(COLUMNS, "") | {"model": label, "file": str(image_path)}
         try:
-            truth = binarize(read_mask(mask_path))
+            truth, stored = read_binary_mask(mask_path)
+            if stored:
+                key = stored.split(":")[0] if "grey levels" in stored else stored
+                res.stored[key] = res.stored.get(key, 0) + 1
             loaded = seg.load(image_path)
             if (loaded.height, loaded.width) != truth.shape:
                 raise InputError(f"size mismatch: image {loaded.width}x{loaded.height}, "
@@ -85,7 +99,7 @@ def evaluate_model(seg: Segmenter, label: str, pairs: list[tuple[Path, Path]], s
             res.worst.sort(key=lambda w: w[0])
             del res.worst[worst_n:]
         if save_masks is not None:
-            files.write_bytes(save_masks / f"{image_path.stem}.png", encode(".png", pred.mask))
+            files.write_bytes(save_masks / f"{name}.png", encode(".png", pred.mask))
         if on_item:
             on_item()
     res.summary = aggregate(res.ok)

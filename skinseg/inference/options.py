@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from skinseg.inference.session import GRAPH_OPT
 from skinseg.shared.errors import SkinsegError
-from skinseg.shared.metadata import OUTPUT_KINDS, postprocess_problem
+from skinseg.shared.metadata import MAX_TILE, OUTPUT_KINDS, postprocess_problem
 from skinseg.shared.scale import FROM_MODEL, check_scale
 
-MIN_TILE, MAX_TILE = 8, 4096  # a 4096 px tile is 200 MB of float input per tile: larger is a typo
+MIN_TILE = 8
 MAX_BATCH = 256
 POST_FIELDS = ("keep", "min_area", "fill_holes", "blur")
 
@@ -62,6 +62,7 @@ class EngineOptions:
     io_binding: bool | None = None
     output_kind: str | None = None
     input_max: float | None = None
+    max_tiles: int = 20_000  # per image: a 30 MP image at native scale needs about 10,000 at overlap 0.5
 
     def __post_init__(self) -> None:
         if isinstance(self.tile, int) and not isinstance(self.tile, bool):
@@ -96,6 +97,9 @@ class EngineOptions:
             raise SkinsegError(f"--graph-opt {self.graph_opt!r} is not one of {', '.join(GRAPH_OPT)}")
         if self.output_kind is not None and self.output_kind not in OUTPUT_KINDS:
             raise SkinsegError(f"output kind {self.output_kind!r}: choose one of {', '.join(OUTPUT_KINDS)}")
+        _number("--max-tiles", self.max_tiles, integer=True)
+        if not 1 <= self.max_tiles <= 10_000_000:
+            raise SkinsegError(f"--max-tiles {self.max_tiles}: must be 1 to 10000000")
         if self.input_max is not None:
             _number("input_max", self.input_max)
             if self.input_max <= 0:

@@ -147,6 +147,15 @@ class Segmenter:
         """The image's pixels at the working scale, resized the way the model records."""
         return scaling.to_working(image.rgb, (image.height, image.width), self.scale, self.resize)
 
+    def check_tiles(self, height: int, width: int) -> None:
+        """Refuse an image that needs more than --max-tiles tiles: a flag problem (scale, overlap), not the
+        image's, so it ends a run (exit 2) instead of running for hours."""
+        tiles = self.count_tiles(height, width)
+        if tiles > self.options.max_tiles:
+            raise SkinsegError(f"{width}x{height} px at working scale {self.scale or 'native'} with overlap "
+                               f"{self.overlap:g} is {tiles} tiles (limit --max-tiles {self.options.max_tiles}): "
+                               "lower --scale or --overlap, or raise --max-tiles")
+
     def count_tiles(self, height: int, width: int) -> int:
         """Tiles the engine will run for a full-resolution image of height x width."""
         return count_tiles(*self.working_size(height, width), self.tile, self.overlap)
@@ -167,6 +176,7 @@ class Segmenter:
                 raise SkinsegError(f"expected an RGB uint8 HxWx3 array, got {arr.dtype} {arr.shape}")
             image = LoadedImage(arr, arr.shape[0], arr.shape[1])
         h, w = image.height, image.width
+        self.check_tiles(h, w)
         stages: dict[str, float] = {}
         t = time.perf_counter()
         work = self.to_working(image)

@@ -160,6 +160,16 @@ def create_session(model: str | os.PathLike[str], provider: str = "auto", thread
             warnings.simplefilter("ignore", UserWarning)
             session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
+        text = str(exc)
+        if "opset" in text.lower():  # say it in the words that help, not a C++ signature
+            import re
+
+            asked = re.search(r"Opset (\d+)", text)
+            known = re.search(r"support for domain ([\w.]+) is till opset (\d+)", text)
+            what = f"opset {asked.group(1)}" if asked else "its opset"
+            limit = f" (this one supports {known.group(1)} up to opset {known.group(2)})" if known else ""
+            raise SkinsegError(f"{path}: ONNX Runtime {_ort().__version__} cannot load {what}{limit}; export with "
+                               "--opset 17 (the default) or upgrade onnxruntime") from exc
         raise SkinsegError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from exc
     active = session.get_providers()
     if provider != "auto" and wanted[0] not in active:

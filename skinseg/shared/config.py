@@ -9,15 +9,16 @@ resolve against the config file's folder; `working_scale = native` becomes None 
 from __future__ import annotations
 
 import ast
-import configparser
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from skinseg.shared.errors import SkinsegError
+from skinseg.shared.metadata import MAX_TILE
 from skinseg.shared.runfolder import SAFE_NAME as SAFE_RUN_NAME
 from skinseg.shared.scale import DEFAULT_RESIZE, MAX_SCALE, MIN_SCALE, method_from_config
 
@@ -50,8 +51,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                          "validation lag training for dozens of epochs when training from scratch", lo=0.5, hi=0.9999),
         "aspp_filters": C("int", 256, "channels of the ASPP and decoder", lo=8, hi=1024),
         "generator": C("bool", True, "accepted for the seed; skinseg always streams with tf.data", legacy=True),
-        "image_width": C("int", 256, "tile (model input) width in px, a multiple of 16", lo=32, hi=4096, legacy=True),
-        "image_height": C("int", 256, "tile (model input) height in px, a multiple of 16", lo=32, hi=4096, legacy=True),
+        "image_width": C("int", 256, "tile (model input) width in px, a multiple of 16", lo=32, hi=MAX_TILE,
+                         legacy=True),
+        "image_height": C("int", 256, "tile (model input) height in px, a multiple of 16", lo=32, hi=MAX_TILE,
+                          legacy=True),
         "image_channels": C("int", 3, "must be 3 (RGB)", lo=3, hi=3, legacy=True),
         "num_classes": C("int", 1, "must be 1 (lesion probability)", lo=1, hi=1, legacy=True),
         "working_scale": C("scale", "native", "long side in px that images are resized to before tiling "
@@ -256,18 +259,84 @@ class Config(SimpleNamespace):
         return self.model.image_height, self.model.image_width
 
 
+def _uncomment(value: str) -> str:
+    """The value without an inline comment: `#` or `;` after white space and outside quotes starts one."""
+    quote = None
+    for i, ch in enumerate(value):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "#;" and i > 0 and value[i - 1].isspace():
+            return value[:i]
+    return value
+
+
+def read_ini(path: Path) -> list[tuple[str, list[tuple[str, str, int]]]]:
+    """[(section, [(key, raw value, line)])] of an INI file, by one documented rule (README,
+    "Configuration"): whole-line comments start with # or ;, inline ones with # or ; after white space
+    outside quotes; a value in quotes keeps what is inside them; section and key names ignore case and
+    surrounding spaces, and a name given twice is an error naming both lines; no [DEFAULT], no indented
+    or continued lines."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # Notepad writes a BOM
+    except UnicodeDecodeError as exc:
+        raise SkinsegError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise SkinsegError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    sections: list[tuple[str, list[tuple[str, str, int]]]] = []
+    seen: dict[str, tuple[str, int]] = {}
+    keys: dict[tuple[str, str], tuple[str, int]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if line[0] in " \t":
+            raise SkinsegError(f"{path}:{n}: indented line {stripped[:40]!r}: start keys at the beginning of the "
+                               "line (a value cannot continue on the next line)")
+        if stripped.startswith("["):
+            head = _uncomment(stripped).strip()
+            if not head.endswith("]"):
+                raise SkinsegError(f"{path}:{n}: {stripped[:40]!r}: a section header is [name]")
+            name = head[1:-1]
+            norm = name.strip().lower()
+            if norm == "default":
+                raise SkinsegError(f"{path}:{n}: [{name}] is not used by skinseg: put each key under its own "
+                                   "section ([train], [model] ...)")
+            if norm in seen:
+                first, at = seen[norm]
+                raise SkinsegError(f"{path}:{n}: section [{name}] repeats [{first}] of line {at} (names ignore case "
+                                   "and spaces); merge them")
+            seen[norm] = (name, n)
+            sections.append((name, []))
+            continue
+        if not sections:
+            raise SkinsegError(f"{path}:{n}: {stripped[:40]!r} comes before any [section]")
+        key, sep, raw = line.partition("=")
+        if not sep:
+            key, sep, raw = line.partition(":")
+        if not sep or not key.strip():
+            raise SkinsegError(f"{path}:{n}: {stripped[:40]!r}: expected key = value")
+        value = _uncomment(raw).strip()
+        if value[:1] in ("'", '"') and (len(value) < 2 or value[-1] != value[0]):
+            raise SkinsegError(f"{path}:{n}: {key.strip()} = {value}: the quote is not closed")
+        section = sections[-1][0].strip().lower()
+        norm_key = (section, key.strip().lower())
+        if norm_key in keys:
+            first, at = keys[norm_key]
+            raise SkinsegError(f"{path}:{n}: [{section}] {key.strip()} repeats {first} of line {at} (names ignore "
+                               "case and spaces); keep one")
+        keys[norm_key] = (key.strip(), n)
+        sections[-1][1].append((key.strip(), value, n))
+    return sections
+
+
 def load_config(path: str | Path, warn: Any = None) -> Config:
     """Read and validate an INI file; `warn(message)` receives warnings (unknown keys)."""
     path = Path(path)
     if not path.is_file():
         raise SkinsegError(f"config file not found: {path}; `skinseg init-config {path}` writes a template")
-    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
-    parser.optionxform = str  # keep key case as written
-    try:
-        parser.read(path, encoding="utf-8-sig")  # Notepad writes a BOM
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise SkinsegError(f"{path}: not a valid INI file ({first})") from exc
+    sections = read_ini(path)
     base = path.resolve().parent
     values = defaults()
     given: set[tuple[str, str]] = set()
@@ -275,7 +344,7 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
     for key_name, key in SCHEMA["train"].items():
         if key.type == "path" and key.default:
             values["train"][key_name] = (base / key.default).resolve()
-    for section in parser.sections():
+    for section, items in sections:
         sec = section.strip().lower()
         if sec not in SCHEMA:
             close = difflib.get_close_matches(sec, SCHEMA, 1)
@@ -283,11 +352,11 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
                 hint = f"; did you mean [{close[0]}]?" if close else ""
                 warn(f"{path}: unknown section [{section}] ignored{hint}")
             continue
-        for name, raw in parser.items(section):
+        for name, raw, line in items:
             key = SCHEMA[sec].get(name.strip().lower())
             if key is None:
                 close = difflib.get_close_matches(name.lower(), SCHEMA[sec], 1)
-                raise SkinsegError(f"{path}: [{sec}] unknown key {name!r}"
+                raise SkinsegError(f"{path}:{line}: [{sec}] unknown key {name!r}"
                                    + (f"; did you mean {close[0]!r}?" if close else "")
                                    + f" (`skinseg init-config` lists every key of [{sec}])")
             fix = ALIASES.get((sec, name.lower()))
@@ -296,7 +365,7 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
                 raw2 = repr(fix(_literal(raw.strip())))
             value, expected = _convert(key, raw2, base)
             if expected:
-                raise SkinsegError(f"{path}: [{sec}] {name} = {raw.strip()}: expected {expected}")
+                raise SkinsegError(f"{path}:{line}: [{sec}] {name} = {raw.strip()}: expected {expected}")
             values[sec][name.lower()] = value
             given.add((sec, name.lower()))
     w = str(values["model"]["weights"] or "none")
@@ -325,8 +394,8 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
     if tr["train_on_valid"] and tr["schedule"] != "cosine":
         raise SkinsegError(f"{path}: [train] train_on_valid = True needs schedule = cosine (a fixed schedule: no "
                            "validation data is left to reduce the learning rate or stop early on)")
-    if not values["train"]["name"]:
-        values["train"]["name"] = path.stem
+    if not values["train"]["name"]:  # from the file name, made a safe folder name ("my config" -> "my-config")
+        values["train"]["name"] = re.sub(r"[^A-Za-z0-9._+-]+", "-", path.stem).strip("-.") or "run"
     if not SAFE_RUN_NAME.match(values["train"]["name"]):
         raise SkinsegError(f"{path}: [train] name = {values['train']['name']}: use letters, digits, '.', '_', '+' "
                            "and '-' only (a run folder name, not a path)")

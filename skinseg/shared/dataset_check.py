@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from skinseg.shared.dataset import Pairing, SplitDirs, config_split, locate_split, split_pairs
 from skinseg.shared.errors import InputError
-from skinseg.shared.images import decode_image, read_bytes, read_mask
+from skinseg.shared.images import decode_image, read_binary_mask, read_bytes
 
 SPLITS = ("train", "valid", "test")
 
@@ -39,18 +37,15 @@ def inspect_pair(image: Path, mask: Path) -> tuple[str | None, str | None]:
     """(problem, note) for one pair: a problem makes it unusable; a note is worth a look."""
     try:
         h, w = decode_image(read_bytes(image), str(image)).shape[:2]  # a truncated file only shows when decoded
-        m = read_mask(mask)
+        m, stored = read_binary_mask(mask)
     except InputError as exc:
         return str(exc), None
     if m.shape != (h, w) and m.shape != (w, h):
         return f"mask {mask.name} is {m.shape[1]}x{m.shape[0]} but image is {w}x{h}", None
     if m.shape != (h, w):
         return f"mask {mask.name} is rotated against its image ({m.shape[1]}x{m.shape[0]} vs {w}x{h})", None
-    values = np.unique(m)
-    notes = []
-    if not np.isin(values, (0, 255)).all():
-        notes.append(f"mask not binary ({len(values)} grey levels; binarized at 128)")
-    if not (m >= 128).any():
+    notes = [stored] if stored else []  # e.g. "8-bit mask with levels 0/1: 1 = lesion"
+    if not m.any():
         notes.append("empty mask (no lesion)")
     return None, "; ".join(notes) or None
 

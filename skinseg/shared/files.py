@@ -87,11 +87,35 @@ def _number(text: str) -> bool:
     return True
 
 
+def refuse_link(path: str | os.PathLike[str]) -> None:
+    """Nothing is ever written through a link inside an output folder (a planted link could send files
+    anywhere): a link where skinseg writes is one clear line, the folder is not used."""
+    if os.path.islink(path):
+        raise SkinsegError(f"{path} is a symbolic link; skinseg never writes through links in an output folder: "
+                           "remove it, or choose another output folder")
+
+
+def open_nofollow(path: str | os.PathLike[str], mode: str = "a", encoding: str | None = "utf-8",
+                  newline: str | None = "") -> IO[Any]:
+    """Open a file for appending (or reading and appending) without following a link at its name."""
+    refuse_link(path)
+    flags = os.O_CREAT | os.O_APPEND | (os.O_RDWR if "+" in mode else os.O_WRONLY) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(path)
+        raise
+    return os.fdopen(fd, mode, encoding=encoding, newline=newline)
+
+
 def mark_output(folder: Path) -> None:
     """Mark a folder as skinseg's output, so `infer -r` over a parent never ingests it."""
     marker = Path(folder) / OUTPUT_MARKER
+    refuse_link(marker)
     if not marker.exists():
-        marker.write_text("skinseg writes results here; skinseg never reads images from this folder\n")
+        with open_nofollow(marker) as fh:
+            fh.write("skinseg writes results here; skinseg never reads images from this folder\n")
 
 
 def write_csv(path: str | os.PathLike[str], columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -114,6 +138,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     """Create `path` and prove we can write there, before any long work starts."""
     path = Path(path)
+    refuse_link(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".probe."):
@@ -123,3 +148,34 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
             f"cannot write to output folder {path}: {exc.strerror or exc}; choose another --output"
         ) from exc
     return path
+
+
+MAX_STEM_BYTES = 180  # output names stay far below the 255-byte file-name limit, temporary suffixes included
+
+
+def safe_stem(stem: str) -> str:
+    """An output stem that is valid UTF-8 and short enough for any file system (hash-suffixed if cut)."""
+    clean = "".join("_" if "\udc80" <= ch <= "\udcff" else ch for ch in stem) or "image"
+    raw = clean.encode("utf-8")
+    if len(raw) <= MAX_STEM_BYTES:
+        return clean
+    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore") + "-" + digest
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """Output names from input stems only, unique case-insensitively whatever the inputs are called (a
+    repeated stem gets ~2, ~3..., skipping names another input already has): `a.jpg` and `a.png` never
+    write the same file. infer and eval --save-masks both name outputs this way."""
+    stems = [safe_stem(p.stem) for p in paths]
+    taken = {s.lower() for s in stems}
+    used: set[str] = set()
+    names = []
+    for stem in stems:
+        name, i = stem, 1
+        while name.lower() in used or (i > 1 and name.lower() in taken):
+            i += 1
+            name = f"{stem}~{i}"
+        used.add(name.lower())
+        names.append(name)
+    return names

@@ -24,15 +24,30 @@ DEFAULT_MAX_BYTES = 1_000_000_000  # a 200 MP image compresses far below this; a
 
 import cv2  # noqa: E402
 
-from skinseg.shared.errors import InputError  # noqa: E402
+from skinseg.shared.errors import InputError, SkinsegError  # noqa: E402
 from skinseg.shared.files import shown  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
+def _limit(name: str, default: int) -> int:
+    """A size limit from the environment; a value that is not a positive whole number is a usage error
+    naming the variable (it would otherwise fail every image)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SkinsegError(f"{name}={raw!r}: expected a positive whole number (default {default}); fix or unset it")
+    return value
+
+
 def max_pixels() -> int:
-    return int(os.environ.get("SKINSEG_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    return _limit("SKINSEG_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
 
 @dataclass
@@ -46,7 +61,7 @@ class LoadedImage:
 
 
 def max_bytes() -> int:
-    return int(os.environ.get("SKINSEG_MAX_BYTES", DEFAULT_MAX_BYTES))
+    return _limit("SKINSEG_MAX_BYTES", DEFAULT_MAX_BYTES)
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -250,8 +265,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return load_image(path).rgb
 
 
-def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """A mask as single-channel uint8 (not yet binarized), oriented by the same EXIF rule as images."""
+def _decode_mask(path: str | os.PathLike[str]) -> np.ndarray:
     name = str(path)
     data = read_bytes(path)
     _check_pixels(probe_size(data), name)
@@ -261,7 +275,42 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
         raise InputError(f"{name}: cannot decode mask") from exc
     if m is None or m.size == 0:
         raise InputError(f"{name}: not a readable mask image")
-    return _to_uint8(m)
+    return m
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """A mask as single-channel uint8 (not yet binarized), oriented by the same EXIF rule as images."""
+    return _to_uint8(_decode_mask(path))
+
+
+def read_binary_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, str | None]:
+    """A ground-truth mask as bool, by one rule (README, "Masks"), and a note when it was not stored as
+    0/255: two levels (0/1, 0/65535, 10/200 ...): the higher is lesion; more levels (anti-aliased):
+    lesion from half the range up (128 of 8 bits, 32768 of 16); one level: 0 is no lesion, the full
+    value all lesion. Anything else (a label map 0-10, one grey value) is an InputError, never a silent
+    empty mask."""
+    m = _decode_mask(path)
+    if m.dtype not in (np.uint8, np.uint16):
+        m = _to_uint8(m)
+    top = 255 if m.dtype == np.uint8 else 65535
+    counts = np.bincount(m.ravel(), minlength=top + 1)
+    levels = np.flatnonzero(counts)
+    bits = "16-bit" if top == 65535 else "8-bit"
+    if len(levels) == 1:
+        v = int(levels[0])
+        if v in (0, top):
+            return m == top, None if top == 255 else f"{bits} mask"
+        raise InputError(f"{path}: the mask holds only the value {v}: not a binary mask (expected 0 and 255, or "
+                         "two levels)")
+    if len(levels) == 2:
+        lo, hi = int(levels[0]), int(levels[1])
+        note = None if (lo, hi, top) == (0, 255, 255) else f"{bits} mask with levels {lo}/{hi}: {hi} = lesion"
+        return m == hi, note
+    half = (top + 1) // 2
+    if levels[-1] < half:
+        raise InputError(f"{path}: mask values {int(levels[0])}-{int(levels[-1])} ({len(levels)} levels, all below "
+                         f"{half}): a label map, not a binary mask; save lesion as 255 and background as 0")
+    return m >= half, f"{bits} mask with {len(levels)} grey levels: lesion from {half} up"
 
 
 def binarize(mask: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ OUTPUT_KINDS = ("probability", "logits", "softmax")
 LAYOUTS = ("NHWC", "NCHW")
 INPUT_DTYPES = ("uint8", "float32", "float16")
 KEEP_CHOICES = ("largest", "all")
+MAX_TILE = 4096  # px per tile side: larger is a broken file, not a model (its tiles would not fit in memory)
 MAX_BLUR = 100.0  # px; a larger sigma blurs a dermoscopy image into one colour
 DEFAULT_POSTPROCESS: dict[str, Any] = {"blur": 0.0, "keep": "largest", "min_area": 0, "fill_holes": True}
 
@@ -115,7 +116,7 @@ class ModelMetadata:
         if fmt is not None and fmt not in READABLE_FORMATS:
             raise MetadataError(f"{where}: metadata {PREFIX}format={fmt!r} is newer than this skinseg reads "
                                 f"({', '.join(READABLE_FORMATS)}); upgrade skinseg")
-        th, tw = r.int("tile_height", lo=1), r.int("tile_width", lo=1)
+        th, tw = r.int("tile_height", lo=1, hi=MAX_TILE), r.int("tile_width", lo=1, hi=MAX_TILE)
         if (th is None) != (tw is None):
             raise MetadataError(f"{where}: metadata has only one of {PREFIX}tile_height and {PREFIX}tile_width")
         return cls(
@@ -150,16 +151,16 @@ class _Reader:
         v = self.meta.get(key)
         return None if v is None or v.strip() == "" else v.strip()
 
-    def int(self, key: str, lo: int) -> int | None:
+    def int(self, key: str, lo: int, hi: int = 2**31) -> int | None:
         v = self.raw(key)
         if v is None:
             return None
         try:
             n = int(v)
         except ValueError:
-            raise self.fail(key, f"an integer >= {lo}") from None
-        if n < lo:
-            raise self.fail(key, f"an integer >= {lo}")
+            raise self.fail(key, f"an integer from {lo} to {hi}") from None
+        if not lo <= n <= hi:
+            raise self.fail(key, f"an integer from {lo} to {hi}")
         return n
 
     def choice(self, key: str, choices: tuple[str, ...]) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from glob import escape as glob_escape
 from pathlib import Path
@@ -129,9 +130,24 @@ def new_folder(parent: Path, name: str, what: str = "output folder") -> Path:
             raise SkinsegError(f"cannot create {path}: {exc.strerror or exc}; choose another {what}") from exc
 
 
-def output_folder(output: Path | None, command: str, *, resume: bool = False, exist_ok: bool = False) -> Path:
+def check_apart(output: Path, inputs: list[str | os.PathLike[str]]) -> None:
+    """An output folder may not be an input folder or hold one: its own masks would become inputs, and
+    a later run would read them back."""
+    out = Path(output).resolve()
+    for given in inputs:
+        text = str(given)
+        base = Path(text.split("*")[0].split("?")[0].split("[")[0] or ".")  # a glob's fixed part
+        where = base.resolve()
+        if where == out or out in where.parents:
+            raise SkinsegError(f"--output {output} is, or holds, the input {given}: its outputs would be read back "
+                               "as inputs; choose an output folder outside the inputs")
+
+
+def output_folder(output: Path | None, command: str, *, resume: bool = False, exist_ok: bool = False,
+                  inputs: list[str | os.PathLike[str]] | None = None) -> Path:
     """Where a command writes: a fresh runs/<command>/run[-N] without -o; with -o, a folder that is new or
-    empty, unless --resume (finish it) or --exist-ok (add to it) says otherwise."""
+    empty, unless --resume (finish it) or --exist-ok (add to it) says otherwise; never one that is or
+    holds an input."""
     if output is None:
         if resume:
             raise SkinsegError("--resume needs -o OUT: the output folder of the run to finish")
@@ -139,10 +155,14 @@ def output_folder(output: Path | None, command: str, *, resume: bool = False, ex
         files.mark_output(out)
         return out
     output = Path(output)
+    check_apart(output, inputs or [])
     if output.exists() and not output.is_dir():
         raise SkinsegError(f"--output {output} is a file; give a folder")
     busy = output.is_dir() and any(output.iterdir())
     if busy and not (resume or exist_ok):
+        if command != "infer":  # only infer can finish a run it started
+            raise SkinsegError(f"--output {output} already holds results: add --exist-ok to write into it, or leave "
+                               f"-o out for a fresh runs/{command}/run-N folder")
         raise SkinsegError(f"--output {output} already holds results: add --resume to finish that run, --exist-ok "
                            "to add to it, or leave -o out for a fresh runs/" + command + "/run-N folder")
     files.ensure_writable_dir(output)

@@ -25,7 +25,9 @@ from skinseg.shared.errors import SkinsegError
 METHODS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
            "nearest": cv2.INTER_NEAREST, "lanczos4": cv2.INTER_LANCZOS4}
 DEFAULT_RESIZE = {"image_down": "area", "image_up": "linear", "probability": "linear"}
-MIN_SCALE, MAX_SCALE = 32, 65536  # one rule for the CLI, the config and model metadata
+# one rule for the CLI, the config and model metadata; 16384 px is a 16384x10923 working image: about 2 GB
+# of pixels, accumulators and probabilities, where 65536 px asked for 30 GB and failed on every image
+MIN_SCALE, MAX_SCALE = 32, 16384
 FROM_MODEL = "model"  # a scale option meaning: the working scale the model records
 
 

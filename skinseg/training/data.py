@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from skinseg.shared.errors import InputError
-from skinseg.shared.images import binarize, load_image, read_mask
+from skinseg.shared.images import binarize, load_image, read_binary_mask
 from skinseg.shared.scale import mask_to_size, to_working
 from skinseg.training.augment import Augmenter
 
@@ -23,10 +23,12 @@ def load_pair(image: Path, mask: Path, scale: int | None,
     """RGB uint8 and a {0,1} uint8 mask, both at the working scale, read by the one image reader and
     resized by the same rules (and methods) as the engine uses for the exported model."""
     loaded = load_image(image, scale)
-    m = read_mask(mask)
-    if m.shape != (loaded.height, loaded.width):
-        raise InputError(f"{mask}: mask is {m.shape[1]}x{m.shape[0]}, image is {loaded.width}x{loaded.height}")
+    truth, _ = read_binary_mask(mask)  # 0/1 and 16-bit masks too, by the one rule
+    if truth.shape != (loaded.height, loaded.width):
+        raise InputError(f"{mask}: mask is {truth.shape[1]}x{truth.shape[0]}, image is "
+                         f"{loaded.width}x{loaded.height}")
     rgb = to_working(loaded.rgb, (loaded.height, loaded.width), scale, resize)
+    m = np.multiply(truth, 255, dtype=np.uint8)
     return rgb, binarize(mask_to_size(m, rgb.shape[:2])).astype(np.uint8)
 
 

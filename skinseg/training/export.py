@@ -281,7 +281,13 @@ class Exporter:
         self.calibration_tiles, self.target = calibration_tiles, target
         self.extra: dict[str, str] = {}
         out = Path(output) if output else RunFolder(self.src.keras_path.parent).model
+        if out.suffix.lower() != ".onnx":
+            raise SkinsegError(f"--output {out}: expected an .onnx file name (e.g. {out.with_suffix('.onnx')})")
         self.paths = dict(zip(("fp32", "fp16", "int8"), variant_paths(out), strict=True))
+        inputs = [self.src.keras_path] + ([self.src.config.path] if self.src.config is not None else [])
+        for p in self.paths.values():  # an output that is an input would replace what it is made from
+            if any(p.resolve() == Path(i).resolve() for i in inputs):
+                raise SkinsegError(f"--output {p} is an input of this export; choose another file name")
         self.log: Callable[[str], None] = (lambda msg: None) if quiet else ui.info
         self.quiet = quiet
         self.note = ""
@@ -439,10 +445,10 @@ class Exporter:
 
     @step("validation Jaccard (engine), with and without TTA")
     def validate(self) -> Path:
-        from skinseg.shared.images import binarize, read_mask
+        from skinseg.shared.images import read_binary_mask
         from skinseg.shared.metrics import mean_jaccard
 
-        self.truths = [binarize(read_mask(m)) for _, m in self.pairs]
+        self.truths = [read_binary_mask(m)[0] for _, m in self.pairs]
         images = [p for p, _ in self.pairs]
         plain = engine_masks(self.pending["fp32"], images, tta=False)
         self.fp32_masks, self.fp32_jac, tta_note = plain, None, ""

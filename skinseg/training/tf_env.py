@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from skinseg.shared.errors import SkinsegError
 from skinseg.shared.install import install_hint
 
 # Without an NVIDIA driver TensorFlow's only GPU messages are its failed cuInit and absl noise on every
@@ -77,6 +78,13 @@ def setup_devices(mixed_precision: str = "auto", seed: int = 42) -> dict[str, An
 
 def _setup_other(mixed_precision: str, seed: int) -> dict[str, Any]:
     """JAX or PyTorch backend: one device (the first GPU when there is one), no tf.distribute."""
+    backend = os.environ.get("KERAS_BACKEND")
+    module = {"jax": "jax", "torch": "torch"}[backend or ""]
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise SkinsegError(f"KERAS_BACKEND={backend} but {module} is not installed: install it (pip install "
+                           f"{'jax' if module == 'jax' else 'torch'}) or unset KERAS_BACKEND to train with TensorFlow")
     import keras
 
     keras.utils.set_random_seed(seed)

@@ -37,7 +37,7 @@ def _write(tmp_path, text):
         ("[augmentor]\nhflip = maybe\n", r"\[augmentor\] hflip = maybe: expected True or False"),
         ("[augmentor]\nangles = 90deg\n", r"\[augmentor\] angles = 90deg: expected a list"),
         ("[model]\nworking_scale = 10\n", r"working_scale = 10: expected a long side"),
-        ("[train\nepochs = 1\n", "not a valid INI file"),
+        ("[train\nepochs = 1\n", r"a section header is \[name\]"),
     ],
 )
 def test_errors_name_file_section_key_value_and_expectation(tmp_path, text, message):
@@ -93,3 +93,35 @@ def test_weights_file_resolves_against_the_config_folder(tmp_path):
     assert cfg.model.weights == str((tmp_path / "runs/a/best.keras").resolve())
     for keyword in ("none", "imagenet", "ImageNet"):
         assert load_config(_write(tmp_path, f"[model]\nweights = {keyword}\n")).model.weights == keyword.lower()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[train]\nepochs = 1\n[TRAIN]\nbatch_size = 2\n", r"c.ini:3: section \[TRAIN\] repeats \[train\] of line 1"),
+    ("[train]\nepochs = 1\n[train ]\nbatch_size = 2\n", r"repeats \[train\] of line 1"),
+    ("[train]\nimage_datapath = a\nIMAGE_DATAPATH = b\n",
+     r"c.ini:3: \[train\] IMAGE_DATAPATH repeats image_datapath of line 2"),
+    ("[DEFAULT]\nepochs = 3\n[train]\n", r"c.ini:1: \[DEFAULT\] is not used"),
+    ("[train]\n  epochs = 3\n", r"c.ini:2: indented line 'epochs = 3'"),
+    ('[train]\nimage_datapath = "one\n', "the quote is not closed"),
+])
+def test_one_ini_rule_for_duplicates_default_and_indentation(tmp_path, text, message):
+    with pytest.raises(SkinsegError, match=message) as err:
+        load_config(_write(tmp_path, text))
+    assert "\n" not in str(err.value)
+
+
+def test_inline_comments_need_white_space_and_quotes_keep_everything(tmp_path):
+    for name in ("one", "one #2", "two;three", "q'uote"):
+        (tmp_path / name).mkdir()
+    cfg = load_config(_write(tmp_path, '[train]\nimage_datapath = "one #2"   # the folder with a hash\n'
+                                       "mask_datapath = two;three\n"))
+    assert cfg.train.image_datapath == (tmp_path / "one #2").resolve()
+    assert cfg.train.mask_datapath == (tmp_path / "two;three").resolve()  # no white space before ';'
+    cfg = load_config(_write(tmp_path, "[train]\nimage_datapath = one #2\n"))
+    assert cfg.train.image_datapath == (tmp_path / "one").resolve()  # documented: ' #' starts a comment
+
+
+def test_a_config_file_name_with_spaces_gives_a_safe_run_name(tmp_path):
+    p = tmp_path / "my config.ini"
+    p.write_text("[train]\nepochs = 1\n")
+    assert load_config(p).train.name == "my-config"
