@@ -137,6 +137,8 @@ def run_eval(config: Path | None, models: list[str] | None, images: Path | None,
     from skinseg.inference.model_files import choose_model
     from skinseg.shared.runfolder import output_folder
 
+    if worst < 0:
+        raise SkinsegError(f"--worst {worst}: must be 0 (no gallery) or more")
     dirs = test_split(config, images, masks)
     pairs, problems = pairs_for(dirs.images, dirs.masks)
     if not pairs:

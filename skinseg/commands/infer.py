@@ -63,7 +63,7 @@ def overlay_jpeg(source: Path | bytes, loaded: LoadedImage, mask: np.ndarray,
 
 def first_size(jobs: list[Job]) -> tuple[int, int] | None:
     """(width, height) of the first of the inputs whose header says it (read from the header only)."""
-    from skinseg.shared.images import probe_size
+    from skinseg.shared.images import max_pixels, probe_size
 
     for job in jobs[:20]:
         try:
@@ -71,7 +71,7 @@ def first_size(jobs: list[Job]) -> tuple[int, int] | None:
                 size = probe_size(fh.read(1 << 20))
         except OSError:
             continue
-        if size:
+        if size and size[0] * size[1] <= max_pixels():  # too large: that image's error row, later
             return size
     return None
 
@@ -508,7 +508,10 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         reachable(ray)  # an address that does not answer is refused before anything is written
     first = first_size(jobs)
     if first is not None:
-        seg.check_tiles(first[1], first[0])  # a scale or overlap typo is refused before anything is written
+        try:
+            seg.check_tiles(first[1], first[0])
+        except InputError as exc:  # on the first image: a scale or overlap typo, refused before any output
+            raise SkinsegError(str(exc)) from None
     if not quiet:
         warn_scale(seg, jobs)
     # only now, when the inputs and the model are known good, does the run get a folder

@@ -38,8 +38,10 @@ class ModelResult:
 def model_labels(paths: list[Path]) -> list[str]:
     """Short unique names for the models: file stems, with their folder when two share a stem, and ~2,
     ~3 when the same file is given twice (every model given is scored under its own label)."""
-    stems = [p.stem for p in paths]
-    labels = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    files_per_stem: dict[str, set[Path]] = {}
+    for p in paths:
+        files_per_stem.setdefault(p.stem, set()).add(Path(p).resolve())
+    labels = [f"{p.parent.name}/{p.stem}" if len(files_per_stem[p.stem]) > 1 else p.stem for p in paths]
     out: list[str] = []
     for label in labels:
         name, i = label, 1

@@ -23,7 +23,7 @@ from skinseg.inference.postprocess import PostProcess, postprocess
 from skinseg.inference.spec import ModelSpec
 from skinseg.inference.tiling import count_tiles, sliding_window
 from skinseg.shared import scale as scaling
-from skinseg.shared.errors import SkinsegError
+from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.images import LoadedImage, load_image
 from skinseg.shared.scale import FROM_MODEL
 
@@ -148,11 +148,11 @@ class Segmenter:
         return scaling.to_working(image.rgb, (image.height, image.width), self.scale, self.resize)
 
     def check_tiles(self, height: int, width: int) -> None:
-        """Refuse an image that needs more than --max-tiles tiles: a flag problem (scale, overlap), not the
-        image's, so it ends a run (exit 2) instead of running for hours."""
+        """Refuse an image that needs more than --max-tiles tiles, before any work: that image's row (infer
+        checks the first image before it starts, so a scale or overlap typo ends the run at once)."""
         tiles = self.count_tiles(height, width)
         if tiles > self.options.max_tiles:
-            raise SkinsegError(f"{width}x{height} px at working scale {self.scale or 'native'} with overlap "
+            raise InputError(f"{width}x{height} px at working scale {self.scale or 'native'} with overlap "
                                f"{self.overlap:g} is {tiles} tiles (limit --max-tiles {self.options.max_tiles}): "
                                "lower --scale or --overlap, or raise --max-tiles")
 

@@ -130,6 +130,8 @@ def create_session(model: str | os.PathLike[str], provider: str = "auto", thread
     path = Path(model)
     if not path.is_file():
         raise SkinsegError(f"model file not found: {path}; pass --model PATH to an .onnx file")
+    if path.stat().st_size == 0:
+        raise SkinsegError(f"{path}: the model file is empty (0 bytes); export it again or pass another --model")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(0, threads)
     # Idle intra-op threads sleep instead of spinning: spinning took the cores the engine's reader and

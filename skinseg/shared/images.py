@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,9 +188,31 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(img), 0, 255).round().astype(np.uint8)
 
 
+def png_problem(data: bytes) -> str | None:
+    """Why a PNG's chunk structure is damaged (bad CRC, cut short, no IEND), or None. Checked here because
+    libpng prints its own `libpng error:` line to the terminal for these, around skinseg's messages."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    pos, n = 8, len(data)
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > n:
+            return f"cut short inside its {kind.decode('latin-1')} chunk"
+        if zlib.crc32(data[pos + 4 : pos + 8 + length]) != int.from_bytes(data[end - 4 : end], "big"):
+            return f"CRC error in its {kind.decode('latin-1')} chunk"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "cut short (no IEND chunk)"
+
+
 def decode_image(data: bytes, name: str = "<bytes>", reduce: int = 1) -> np.ndarray:
     """Decode bytes to RGB uint8 HxWx3, oriented by EXIF; `reduce` in {1,2,4,8} (JPEG DCT scaling)."""
     _check_pixels(probe_size(data), name)
+    if (why := png_problem(data)) is not None:
+        raise InputError(f"{name}: damaged PNG ({why})")
     buf = np.frombuffer(data, np.uint8)
     flags = _REDUCED_FLAGS[reduce] if reduce > 1 else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     try:
@@ -269,6 +292,8 @@ def _decode_mask(path: str | os.PathLike[str]) -> np.ndarray:
     name = str(path)
     data = read_bytes(path)
     _check_pixels(probe_size(data), name)
+    if (why := png_problem(data)) is not None:
+        raise InputError(f"{name}: damaged PNG mask ({why})")
     try:
         m = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     except cv2.error as exc:

@@ -55,6 +55,8 @@ def test_check_data_names_every_problem(tmp_path):
     (msk / "small_segmentation.png").write_bytes(encode(".png", np.zeros((10, 10), np.uint8)))
     (img / "grey.jpg").write_bytes(encode(".jpg", np.zeros((32, 48, 3), np.uint8)))
     (msk / "grey_segmentation.png").write_bytes(encode(".png", np.full((32, 48), 77, np.uint8)))
+    (img / "blank.jpg").write_bytes(encode(".jpg", np.zeros((32, 48, 3), np.uint8)))
+    (msk / "blank_segmentation.png").write_bytes(encode(".png", np.zeros((32, 48), np.uint8)))
     # the same id in train and valid
     first = sorted(img.glob("SYN_*.jpg"))[0]
     (root / "valid" / "images" / first.name).write_bytes(first.read_bytes())
@@ -64,7 +66,8 @@ def test_check_data_names_every_problem(tmp_path):
     assert res.exit_code == 1, res.output
     out = res.output
     for needle in ("nomask.jpg: no mask found", "noimage_segmentation.png", "broken.jpg",
-                   "small_segmentation.png is 10x10 but image is 48x32", "mask not binary", "empty mask",
+                   "small_segmentation.png is 10x10 but image is 48x32", "only the value 77: not a binary mask",
+                   "empty mask",
                    f"duplicate id {first.stem.lower()} in train, valid"):
         assert needle in out, needle
 

@@ -103,6 +103,8 @@ def run_serve(model: Path | None, provider: str, engine: EngineOptions, *, host:
     if save is not None:
         from skinseg.shared import files
 
+        if save.exists() and not save.is_dir():
+            raise SkinsegError(f"--save {save} is a file; give a folder for the uploads")
         files.ensure_writable_dir(save)
     sock = bind(host, port)
     try:
