@@ -119,3 +119,41 @@ def test_small_images_and_shared_ids_are_warned_about(tmp_path, monkeypatch):
     cfg.model.image_height = cfg.model.image_width = 512
     warn_small_images(cfg, [], [np.zeros((192, 256, 3), np.uint8)])
     assert any("smaller than the 512x512 tile" in w and "working_scale = 512" in w for w in warnings)
+
+
+def test_the_time_estimate_warns_a_long_cpu_run_with_the_faster_settings():
+    from skinseg.training.trainer import estimate_line
+
+    line, warning = estimate_line(0.5, 100, 40, on_gpu=False)  # 50 s an epoch, 40 epochs: 33 min
+    assert line == "about 50 s per epoch, 33 min for the 40 epochs left" and warning is None
+    line, warning = estimate_line(1.2, 500, 100, on_gpu=False)  # 10 min an epoch: 16.7 h
+    assert line == "about 10 min per epoch, 16.7 h for the 100 epochs left"
+    assert "16.7 h" in warning and "working_scale" in warning and "epochs" in warning
+    assert estimate_line(1.2, 500, 100, on_gpu=True)[1] is None
+
+
+def test_a_short_run_decodes_only_the_images_it_draws(tmp_path):
+    from skinseg.shared.dataset import split_pairs
+    from skinseg.shared.synthetic import write_dataset
+    from skinseg.training.data import PairSet
+
+    write_dataset(tmp_path / "d", 12, (64, 96), seed=3)
+    pairs = split_pairs(tmp_path / "d" / "images", tmp_path / "d" / "masks").pairs
+    lazy = PairSet(pairs, 64, None, lazy=True)
+    first = lazy.get(3)
+    assert lazy.images is None and list(lazy._memo) == [3] and lazy.get(3) is first
+    eager = PairSet(pairs, 64, None).cache()
+    assert (eager.get(3)[1] == first[1]).all()
+
+
+def test_keras_backend_jax_without_jax_is_one_clear_line(monkeypatch):
+    import importlib.util
+
+    from skinseg.shared.errors import SkinsegError
+    from skinseg.training import tf_env
+
+    real = importlib.util.find_spec
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a))
+    with pytest.raises(SkinsegError, match="KERAS_BACKEND=jax but jax is not installed"):
+        tf_env._setup_other("auto", 0)
