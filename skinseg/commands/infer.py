@@ -44,17 +44,20 @@ FINGERPRINT_KEYS = ("sha256", "tile", "scale", "resize", "overlap", "sigma_scale
 
 
 AUTO_OVERLAY_MAX = 2048  # the long-side cap of an overlay drawn from the pixels already decoded
+AUTO_OVERLAY_MIN = 768  # and its floor: a 1/8 decode (324 px for 2592) is enlarged so the outline, drawn
+# from the full-size mask, shows its detail; enlarging costs a few ms, a second decode costs the first's
 
 
 def overlay_jpeg(source: Path | bytes, loaded: LoadedImage, mask: np.ndarray,
                  long_side: int | None = None) -> bytes:
     """The overlay JPEG of an image (its path or bytes). `long_side` None (default): drawn on the pixels
-    the model's decode already holds (decode once), at most 2048 px; N: at most N px (0 = full size),
-    decoding the JPEG again at the reduction that size needs when the model's decode is smaller."""
+    the model's decode already holds (decode once), 768-2048 px on the long side (never above the
+    image's own size); N: at most N px (0 = full size), decoding the JPEG again at the reduction that
+    size needs when the model's decode is smaller."""
     rgb = loaded.rgb
     if long_side is None:
-        return encode(".jpg", overlay_at(rgb, mask, display_size(mask.shape, min(max(rgb.shape[:2]),
-                                                                                  AUTO_OVERLAY_MAX))))
+        side = min(max(max(rgb.shape[:2]), AUTO_OVERLAY_MIN), AUTO_OVERLAY_MAX)
+        return encode(".jpg", overlay_at(rgb, mask, display_size(mask.shape, side)))
     size = display_size(mask.shape, long_side)
     if max(rgb.shape[:2]) < max(size) and loaded.reduce > 1:
         rgb = load_image(source, max(size)).rgb

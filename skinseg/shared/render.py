@@ -18,8 +18,10 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = LES
     """Image with a translucent lesion fill and its contour (and the ground-truth contour if given)."""
     m = mask.astype(bool)
     out = rgb.copy()
-    if m.any():
-        cv2.copyTo(cv2.LUT(rgb, _blend_table(color, alpha)), m.view(np.uint8), out)
+    if m.any():  # blend inside the lesion's box only: the rest of the picture is untouched anyway
+        x, y, w, h = cv2.boundingRect(m.view(np.uint8))
+        box = (slice(y, y + h), slice(x, x + w))
+        cv2.copyTo(cv2.LUT(rgb[box], _blend_table(color, alpha)), m[box].view(np.uint8), out[box])
     thick = max(1, round(max(rgb.shape[:2]) / 400))
     contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, color, thick, cv2.LINE_AA)

@@ -139,7 +139,11 @@ def test_default_overlay_decodes_once_and_a_size_asked_for_decodes_reduced(monke
     real = infer.load_image
     monkeypatch.setattr(infer, "load_image", lambda p, target=None: calls.append(target) or real(p, target))
     small = cv2.imdecode(np.frombuffer(infer.overlay_jpeg(path, loaded, mask), np.uint8), cv2.IMREAD_COLOR)
-    assert not calls and max(small.shape[:2]) == max(loaded.rgb.shape[:2])  # the model's own pixels
+    # the model's own pixels (no second decode), enlarged to 768 px, never beyond the image's own size
+    from skinseg.commands.infer import AUTO_OVERLAY_MIN
+
+    assert not calls and max(small.shape[:2]) == min(max(mask.shape), max(AUTO_OVERLAY_MIN,
+                                                                           max(loaded.rgb.shape[:2])))
     big = cv2.imdecode(np.frombuffer(infer.overlay_jpeg(path, loaded, mask, 2048), np.uint8), cv2.IMREAD_COLOR)
     assert calls == [max(big.shape[:2])] and max(big.shape[:2]) == min(2048, max(mask.shape))
     red = big[..., 2].astype(int) - big[..., 1]  # the lesion fill is red: it sits where the mask is
