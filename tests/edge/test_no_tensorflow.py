@@ -29,9 +29,14 @@ def test_help_does_not_import_tensorflow():
         import sys
         from typer.testing import CliRunner
         from skinseg.cli import app
-        for args in (["--help"], ["infer", "--help"], ["doctor"]):
+        for args in (["--help"], ["infer", "--help"], ["serve", "--help"], ["convert", "--help"]):
             r = CliRunner().invoke(app, args)
             assert r.exit_code == 0, (args, r.output)
+        heavy = [m for m in sys.modules if m.split('.')[0] in ("tensorflow", "keras", "tf2onnx", "ray", "fastapi",
+                                                               "uvicorn", "onnxruntime")]
+        assert not heavy, heavy  # --help starts fast: no engine, no service, no cluster code
+        r = CliRunner().invoke(app, ["doctor"])
+        assert r.exit_code == 0, r.output
         heavy = [m for m in sys.modules if m.split('.')[0] in ("tensorflow", "keras", "tf2onnx")]
         assert not heavy, heavy
     """)], capture_output=True, text=True, timeout=120)
