@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import typer
 
 PANEL = "Engine options"
-FROM_MODEL = "model"  # the value shared/scale.py names FROM_MODEL (not imported: --help stays light)
 
 
 def _opt(*names: str, help: str, **kw: Any) -> Any:  # noqa: A002 - typer's own word
@@ -75,6 +74,7 @@ def parse_tile(value: str | None) -> tuple[int, int] | None:
 def parse_scale(value: str | None) -> int | None | str:
     """'native' -> None, '1024' -> 1024, no value -> the model's own scale; bounds are EngineOptions'."""
     from skinseg.shared.errors import SkinsegError
+    from skinseg.shared.scale import FROM_MODEL
 
     if value is None or value == "":
         return FROM_MODEL

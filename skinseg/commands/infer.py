@@ -64,8 +64,8 @@ def overlay_jpeg(source: Path | bytes, loaded: LoadedImage, mask: np.ndarray,
     return encode(".jpg", overlay_at(rgb, mask, size))
 
 
-def first_size(jobs: list[Job]) -> tuple[int, int] | None:
-    """(width, height) of the first of the inputs whose header says it (read from the header only)."""
+def first_size(jobs: list[Job]) -> tuple[Job, tuple[int, int]] | None:
+    """The first input whose header gives its size, and (width, height): read from the header only."""
     from skinseg.shared.images import max_pixels, probe_size
 
     for job in jobs[:20]:
@@ -75,20 +75,16 @@ def first_size(jobs: list[Job]) -> tuple[int, int] | None:
         except OSError:
             continue
         if size and size[0] * size[1] <= max_pixels():  # too large: that image's error row, later
-            return size
+            return job, size
     return None
 
 
-def warn_scale(seg: Segmenter, jobs: list[Job]) -> None:
+def warn_scale(seg: Segmenter, job: Job, size: tuple[int, int]) -> None:
     """A working scale more than 2x from the model's own costs tiles (time) and gives masks unlike the
-    ones it was trained for: say so with the figures, once, before the run."""
+    ones it was trained for: say so with the figures of one input, once, before the run."""
     own, used = seg.spec.scale, seg.scale
     if not own or (used is not None and 0.5 <= used / own <= 2):
         return
-    size = first_size(jobs)
-    if size is None:
-        return
-    job = jobs[0]
     w, h = size
     tiles, usual = seg.count_tiles(h, w), count_tiles(*working_size(h, w, own), seg.tile, seg.overlap)
     seconds = tiles * seg.adapter.latency_ms(runs=3) / 1000 * (4 if seg.tta else 1)
@@ -511,14 +507,15 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         reachable(ray)  # an address that does not answer is refused before anything is written
     first = first_size(jobs)
     if first is not None:
+        (w, h) = first[1]
         try:
-            seg.check_tiles(first[1], first[0])
+            seg.check_tiles(h, w)
         except InputError as exc:  # on the first image: a scale or overlap typo, refused before any output
             raise SkinsegError(str(exc)) from None
-    if not quiet:
-        warn_scale(seg, jobs)
+        if not quiet:
+            warn_scale(seg, *first)
     # only now, when the inputs and the model are known good, does the run get a folder
-    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None, inputs=inputs)
+    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)  # apart: above
     if not quiet:
         d = seg.describe()
         ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")

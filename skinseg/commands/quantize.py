@@ -42,9 +42,8 @@ def quantize_model(model: Path, calibration: list[Path], output: Path | None = N
     try:
         quantize_file(model, tmp, fp32.adapter, tiles, target)
         q = Segmenter(tmp, "cpu", engine)
-        images, truths = gate_inputs(pairs, calibration)
-        result = gate([fp32.predict(p).mask for p in images], [q.predict(p).mask for p in images], truths, max_drop,
-                      max_disagreement)
+        m32, m8, truths = gate_masks(fp32, q, pairs, calibration)
+        result = gate(m32, m8, truths, max_drop, max_disagreement)
         result.enforce(target, force, f"Try more calibration tiles (--tiles, now {len(tiles)})")
         tmp.replace(out)
     finally:
@@ -62,32 +61,34 @@ def already_quantized(model: Path) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in graph.node)
 
 
-def gate_inputs(pairs: list[tuple[Path, Path]] | None, calibration: list[Path]) -> tuple[list[Path], list | None]:
-    """The images (and masks) the gate compares on: readable ones only, masks of the image's size only
-    (each one left out is said once); an error when none is left."""
+def gate_masks(fp32: Segmenter, q: Segmenter, pairs: list[tuple[Path, Path]] | None,
+               calibration: list[Path]) -> tuple[list, list, list | None]:
+    """Both models' masks (and the truths) on the gate's images: the pairs, else the first calibration
+    images; an unreadable image or a mask of another size is left out and said once; an error when none
+    is left."""
     from skinseg.shared.errors import InputError
-    from skinseg.shared.images import load_image
 
-    images, truths = [], []
+    m32, m8, truths = [], [], []
     for image, mask in pairs or [(p, None) for p in calibration]:
-        if len(images) == (len(pairs) if pairs else GATE_IMAGES):
+        if len(m32) == (len(pairs) if pairs else GATE_IMAGES):
             break
         try:
-            size = load_image(image, 256)
             truth = read_binary_mask(mask)[0] if mask is not None else None
+            loaded = fp32.load(image)
+            if truth is not None and truth.shape != (loaded.height, loaded.width):
+                raise InputError(f"{mask} is {truth.shape[1]}x{truth.shape[0]}, its image "
+                                 f"{loaded.width}x{loaded.height}")
+            a, b = fp32.predict(loaded).mask, q.predict(loaded).mask
         except InputError as exc:
             ui.warn(f"left out of the INT8 gate: {exc}")
             continue
-        if truth is not None and truth.shape != (size.height, size.width):
-            ui.warn(f"left out of the INT8 gate: {mask} is {truth.shape[1]}x{truth.shape[0]}, its image "
-                    f"{size.width}x{size.height}")
-            continue
-        images.append(image)
+        m32.append(a)
+        m8.append(b)
         truths.append(truth)
-    if not images:
+    if not m32:
         raise SkinsegError("no usable image for the INT8 gate (every one was unreadable or its mask of another "
                            "size); check --images / --calibration")
-    return images, (truths if pairs else None)
+    return m32, m8, (truths if pairs else None)
 
 
 def run(model: Path, calibration: Path, output: Path | None, target: str, images: Path | None, masks: Path | None,

@@ -7,12 +7,9 @@ requests in flight and exits 0.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
-import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 from skinseg import ui
@@ -122,33 +119,10 @@ def run_serve(model: Path | None, provider: str, engine: EngineOptions, *, host:
         ui.out.print(f"ready: open {address}/ in a browser, or POST images to {address}/v1/segment", soft_wrap=True)
         config = uvicorn.Config(app.create_app(service), log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=60, lifespan="off")
-        server = _GracefulServer(config)
+        server = app.GracefulServer(config)
         server.run(sockets=[sock])
         service.pool.shutdown(wait=True)
         ui.out.print("stopped: finished the requests in flight")
         return 0
     finally:
         sock.close()
-
-
-def _graceful_server_class():  # defined lazily: uvicorn is an optional extra
-    import uvicorn
-
-    class GracefulServer(uvicorn.Server):
-        """uvicorn re-raises SIGTERM / SIGINT after a graceful stop (exit 143 / 130); a service asked to
-        stop that stopped cleanly exits 0."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            old = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for s, handler in old.items():
-                    signal.signal(s, handler)
-
-    return GracefulServer
-
-
-def _GracefulServer(config):  # noqa: N802 - reads as the class it builds
-    return _graceful_server_class()(config)

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.parser
 import email.policy
 import hmac
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -287,6 +291,20 @@ def create_app(service: Service) -> FastAPI:
 
     ROUTES = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/segment"}
     return app
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM / SIGINT after a graceful stop (exit 143 / 130); a service asked to
+    stop that stopped cleanly exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        old = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
 
 
 def warm_up(service: Service) -> None:
