@@ -230,14 +230,22 @@ def serve(
     queue: Annotated[int, typer.Option(help="Requests that may wait for a worker; beyond: 503 with "
                                             "Retry-After.")] = 16,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB (413 above).")] = 50.0,
+    max_pixels: Annotated[int | None, typer.Option(help="Largest image in pixels, refused from its header (413 "
+                                                        "above); default 40000000.")] = None,
     api_key_file: Annotated[Path | None, typer.Option(help="File holding the API key clients send as "
                                                            "Authorization: Bearer (or SKINSEG_API_KEY).")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Serve beyond loopback without "
                                                    "a key (a warning is printed).")] = False,
     cors: Annotated[list[str] | None, typer.Option(help="Allow browser pages from this origin (repeatable); "
-                                                        "off by default.")] = None,
-    save: Annotated[Path | None, typer.Option(help="Keep every upload in this folder (by request id); off by "
-                                                   "default.")] = None,
+                                                        "off by default; '*' needs an API key.")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(help="Another Host name clients use (repeatable); "
+                                                                "loopback, --host and this machine's names are "
+                                                                "always allowed; '*' needs an API key.")] = None,
+    max_connections: Annotated[int, typer.Option(help="Open connections at most; beyond, a 503 and close.")] = 256,
+    client_timeout: Annotated[float, typer.Option(help="Seconds a client may take to send its headers, or stay "
+                                                       "silent in the middle of an upload.")] = 10.0,
+    save: Annotated[Path | None, typer.Option(help="Keep every segmented upload in this folder (by request id); "
+                                                   "off by default.")] = None,
     overlay_max: Annotated[int | None, typer.Option(help="Overlay long side in px, as infer's.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No request log lines.")] = False,
     engine: Any = None,
@@ -251,9 +259,10 @@ def serve(
     from skinseg.commands.serve import run_serve
 
     raise typer.Exit(run_serve(model, provider, engine, host=host, port=port, workers=workers, queue=queue,
-                               max_upload_mb=max_upload_mb, api_key_file=api_key_file,
-                               insecure_no_auth=insecure_no_auth, cors=cors, save=save, overlay_max=overlay_max,
-                               quiet=quiet))
+                               max_upload_mb=max_upload_mb, max_pixels=max_pixels, api_key_file=api_key_file,
+                               insecure_no_auth=insecure_no_auth, cors=cors, allowed_host=allowed_host, save=save,
+                               overlay_max=overlay_max, max_connections=max_connections,
+                               client_timeout=client_timeout, quiet=quiet))
 
 
 @app.command()

@@ -48,7 +48,7 @@ AUTO_OVERLAY_MIN = 768  # and its floor: a 1/8 decode (324 px for 2592) is enlar
 # from the full-size mask, shows its detail; enlarging costs a few ms, a second decode costs the first's
 
 
-def overlay_jpeg(source: Path | bytes, loaded: LoadedImage, mask: np.ndarray,
+def overlay_jpeg(source: Path | bytes | bytearray, loaded: LoadedImage, mask: np.ndarray,
                  long_side: int | None = None) -> bytes:
     """The overlay JPEG of an image (its path or bytes). `long_side` None (default): drawn on the pixels
     the model's decode already holds (decode once), 768-2048 px on the long side (never above the

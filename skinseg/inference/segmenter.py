@@ -89,6 +89,7 @@ class Segmenter:
         post["threshold"] = self.spec.threshold if o.threshold is None else o.threshold
         self.post = PostProcess(**(post | o.post_overrides()))
         self._scratch = threading.local()
+        self.keep_buffer_pixels: int | None = None  # keep a thread's full-size buffer up to this size (None: any)
 
     # -- what the adapter knows ----------------------------------------------------------------
     @property
@@ -135,7 +136,7 @@ class Segmenter:
         }
 
     # -- whole images --------------------------------------------------------------------------
-    def load(self, source: str | os.PathLike[str] | bytes, name: str | None = None) -> LoadedImage:
+    def load(self, source: str | os.PathLike[str] | bytes | bytearray, name: str | None = None) -> LoadedImage:
         """Read an image (a path, or the bytes of a file named `name` in messages), decoding JPEGs at
         reduced size when the working scale allows it."""
         return load_image(source, self.scale if self.reduced_decode else None, name)
@@ -197,7 +198,10 @@ class Segmenter:
         image costs more in page faults than the resize itself. Valid until this thread's next image."""
         buf = getattr(self._scratch, "buf", None)
         if buf is None or buf.size < size[0] * size[1]:
-            buf = self._scratch.buf = np.empty(size[0] * size[1], np.float32)
+            buf = np.empty(size[0] * size[1], np.float32)
+            keep = self.keep_buffer_pixels is None or buf.size <= self.keep_buffer_pixels
+            if keep:  # else a service gives this large image's buffer back after use
+                self._scratch.buf = buf
         out = buf[: size[0] * size[1]].reshape(size)
         return scaling.probability_to_full(prob, size, self.resize, out=out)
 

@@ -180,8 +180,8 @@ def _check_pixels(size: tuple[int, int] | None, name: str) -> None:
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
-    if img.dtype == np.uint16:
-        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if img.dtype == np.uint16:  # round(v / 257) in one pass: no 4-byte copy of a 16-bit image
+        return cv2.convertScaleAbs(img, alpha=1 / 257)
     img = img.astype(np.float32)
     if img.size and float(np.nanmax(img)) <= 1.0:
         img = img * 255.0
@@ -208,7 +208,7 @@ def png_problem(data: bytes) -> str | None:
     return "cut short (no IEND chunk)"
 
 
-def decode_image(data: bytes, name: str = "<bytes>", reduce: int = 1) -> np.ndarray:
+def decode_image(data: bytes | bytearray, name: str = "<bytes>", reduce: int = 1) -> np.ndarray:
     """Decode bytes to RGB uint8 HxWx3, oriented by EXIF; `reduce` in {1,2,4,8} (JPEG DCT scaling)."""
     _check_pixels(probe_size(data), name)
     if (why := png_problem(data)) is not None:
@@ -223,8 +223,8 @@ def decode_image(data: bytes, name: str = "<bytes>", reduce: int = 1) -> np.ndar
         raise InputError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
     img = _to_uint8(img)
     if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second full-size copy
 
 
 def choose_reduce(long_side: int, target_long_side: int | None) -> int:
@@ -238,7 +238,7 @@ def choose_reduce(long_side: int, target_long_side: int | None) -> int:
     return factor
 
 
-def load_image(source: str | os.PathLike[str] | bytes, target_long_side: int | None = None,
+def load_image(source: str | os.PathLike[str] | bytes | bytearray, target_long_side: int | None = None,
                name: str | None = None) -> LoadedImage:
     """Read an image (a path, or bytes already in memory named `name` in messages) for a model working
     at `target_long_side` px (None = full resolution).
@@ -246,7 +246,7 @@ def load_image(source: str | os.PathLike[str] | bytes, target_long_side: int | N
     When the working scale is half the native size or less, JPEGs are decoded at 1/2, 1/4 or 1/8
     size directly instead of decoding e.g. 30 MP and shrinking.
     """
-    if isinstance(source, bytes):
+    if isinstance(source, bytes | bytearray):
         data, name = source, name or "<upload>"
         if not data:
             raise InputError(f"{name}: empty file (0 bytes)")

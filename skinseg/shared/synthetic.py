@@ -88,3 +88,17 @@ def write_dataset(folder: Path, count: int, size: tuple[int, int] = (96, 128), s
         files.write_bytes(img_dir / f"SYN_{seed:03d}{i:05d}.jpg", encode(".jpg", rgb, 95))
         files.write_bytes(mask_dir / f"SYN_{seed:03d}{i:05d}_segmentation.png", encode(".png", mask))
     return folder
+
+
+def zero_png(width: int, height: int, bits: int = 8) -> bytes:
+    """A valid RGB PNG of zeros of any size, compressed row by row (never held whole): 14000 x 14000 at
+    16 bits is about 1 MB on disk and 1.2 GB decoded, the image bomb that size guards are tested with."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bits, 2, 0, 0, 0])
+    z, row = zlib.compressobj(9), b"\x00" * (1 + width * 3 * bits // 8)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

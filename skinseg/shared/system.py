@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import resource
 import signal
@@ -56,3 +57,31 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def large_allocations_from_the_system(threshold: int = 1 << 20) -> None:
+    """Make glibc serve allocations above `threshold` bytes with their own mappings, given back to the
+    system when freed. By default glibc raises this threshold to the largest block freed so far (up to
+    32 MB), after which full-size image buffers stay in the heap for good: a long-running service that
+    met one large image would keep its memory. Does nothing outside glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD (setting it also turns the dynamic threshold off)
+
+
+def give_back_memory() -> None:
+    """Return freed heap pages to the system (glibc's malloc_trim); does nothing elsewhere."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

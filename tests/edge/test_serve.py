@@ -134,7 +134,7 @@ def test_every_error_is_one_json_line_with_its_status(server, tmp_path):
     bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
                      + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
     cases.append((httpx.post(f"{server.url}/v1/segment", content=bomb.read_bytes(),
-                             headers={"Content-Type": "image/png"}), 422, "MP limit"))
+                             headers={"Content-Type": "image/png"}), 413, "40 MP limit (--max-pixels)"))
     for r, status, words in cases:
         assert r.status_code == status, (r.status_code, r.text)
         body = r.json()

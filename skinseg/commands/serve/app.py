@@ -1,8 +1,10 @@
 """The HTTP service: one loaded `Segmenter`, N engine threads behind a bounded queue, and the routes.
 
-Every answer to a bad request is JSON `{"error": "<one line>"}` with the status the README lists; an
-image costs one request, never the service. What a request carries is only ever held in memory (no path
-or file name from it is opened, nothing is written unless --save names a folder).
+Every answer to a bad request is JSON `{"error": "<one line>"}` with the status the docs list; an image
+costs one request, never the service. A request is admitted (key, size declared, a queue place) before
+a byte of its body is read, so what the service holds is bounded by workers + queue, whatever arrives.
+What a request carries is only ever held in memory (no path or file name from it is opened; nothing is
+written unless --save names a folder, and then only images that were segmented).
 """
 
 from __future__ import annotations
@@ -10,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.parser
-import email.policy
 import hmac
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,27 +30,25 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinseg.commands.infer import overlay_jpeg, prediction_figures
 from skinseg.commands.serve.answers import MASK_FORMATS, figures, headers, mask_field
+from skinseg.commands.serve.errors import ClientGone, Refused
+from skinseg.commands.serve.gate import Gate
+from skinseg.commands.serve.metrics import Metrics
+from skinseg.commands.serve.upload import READS, check_content_type, read_upload
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared import files
 from skinseg.shared.errors import InputError, SkinsegError
-from skinseg.shared.images import encode, image_kind
+from skinseg.shared.images import encode, image_kind, probe_size
+from skinseg.shared.system import give_back_memory
 
 log = logging.getLogger("skinseg.serve")
-READS = "JPEG, PNG, WebP, TIFF or BMP"
-
-
-class Refused(Exception):
-    """A request answered with an error status and one line."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+DEFAULT_MAX_PIXELS = 40_000_000  # the largest dermoscopy frames (ISIC: 6688x4439) with room; 14000^2 is refused
+KEEP_BUFFER_PIXELS = 12_000_000  # a thread keeps its full-size buffer up to this; larger ones go back after use
 
 
 @dataclass(frozen=True)
@@ -58,10 +56,18 @@ class Settings:
     workers: int = 2
     queue: int = 16
     max_upload_mb: float = 50.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
     api_key: str | None = None
     cors: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
     save: Path | None = None
     overlay_max: int | None = None
+    max_connections: int = 256
+    client_timeout: float = 10.0
+
+    @property
+    def max_upload(self) -> int:
+        return int(self.max_upload_mb * 1e6)
 
 
 class Service:
@@ -69,52 +75,78 @@ class Service:
 
     def __init__(self, seg: Segmenter, settings: Settings) -> None:
         self.seg, self.settings = seg, settings
+        seg.keep_buffer_pixels = KEEP_BUFFER_PIXELS
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="skinseg-engine")
+        self.parsers = ThreadPoolExecutor(2, thread_name_prefix="skinseg-parse")  # multipart, off the event loop
         self.capacity = settings.workers + settings.queue
-        self.inside = 0  # requests admitted and not finished (running + waiting)
+        self.inside = 0  # requests admitted and not finished (reading, waiting or running)
         self.lock = threading.Lock()
         self.ready = False
-        self.registry = CollectorRegistry()
-        self.requests = Counter("skinseg_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("skinseg_request_seconds", "Time to answer a segment request", registry=self.registry,
-                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.depth = Gauge("skinseg_queue_depth", "Segment requests admitted and not yet answered",
-                           registry=self.registry)
-        self.images = Counter("skinseg_images", "Images segmented", registry=self.registry)
-        self.errors = Counter("skinseg_errors", "Segment requests refused or failed, by status", ["status"],
-                              registry=self.registry)
+        self.save_problem: str | None = None  # why uploads cannot be kept now (--save on a full disk)
+        self.metrics = Metrics()
+        self.metrics.capacity.set(self.capacity)
 
     def admit(self) -> bool:
         with self.lock:
             if self.inside >= self.capacity:
                 return False
             self.inside += 1
-            self.depth.set(self.inside)
+            self.metrics.depth.set(self.inside)
             return True
 
     def leave(self) -> None:
         with self.lock:
             self.inside -= 1
-            self.depth.set(self.inside)
+            self.metrics.depth.set(self.inside)
 
-    def segment(self, data: bytes, name: str, mask_format: str, overlay: bool) -> tuple[dict[str, Any], bytes, float]:
-        """In a worker thread: decode, predict, encode exactly as infer does; (answer, mask PNG, seconds)."""
+    def segment(self, data: bytes | bytearray, name: str, mask_format: str,
+                overlay: bool) -> tuple[dict[str, Any], bytes, float, dict[str, Any]]:
+        """In a worker thread: decode, predict, encode exactly as infer does; (answer, mask PNG, seconds, row)."""
         t = time.perf_counter()
-        loaded = self.seg.load(data, name)
-        pred = self.seg.predict(loaded)
-        row = prediction_figures(pred)
-        png = encode(".png", pred.mask)
-        answer: dict[str, Any] = figures(row)
-        answer["mask_format"] = mask_format
-        answer["mask"] = mask_field(pred.mask, png, mask_format)
-        if overlay:
-            jpeg = overlay_jpeg(data, loaded, pred.mask, self.settings.overlay_max)
-            answer["overlay"] = base64.b64encode(jpeg).decode("ascii")
+        pixels = 0
+        try:
+            loaded = self.seg.load(data, name)
+            pixels = loaded.height * loaded.width
+            pred = self.seg.predict(loaded)
+            row = prediction_figures(pred)
+            png = encode(".png", pred.mask)
+            answer: dict[str, Any] = figures(row)
+            answer["mask_format"] = mask_format
+            answer["mask"] = mask_field(pred.mask, png, mask_format)
+            if overlay:
+                jpeg = overlay_jpeg(data, loaded, pred.mask, self.settings.overlay_max)
+                answer["overlay"] = base64.b64encode(jpeg).decode("ascii")
+        finally:
+            if pixels > KEEP_BUFFER_PIXELS:  # a large image's pages go back to the system, not to the heap
+                loaded = pred = None
+                give_back_memory()
         seconds = time.perf_counter() - t
         answer["seconds"] = round(seconds, 3)
-        answer["_row"] = row
-        return answer, png, seconds
+        return answer, png, seconds, row
+
+    def save_upload(self, rid: str, data: bytes | bytearray) -> None:
+        """Keep an accepted upload in --save; a write that fails makes the service not ready."""
+        folder = self.settings.save
+        assert folder is not None
+        ext = {"jpeg": ".jpg", "tiff": ".tif"}.get(image_kind(data) or "", f".{image_kind(data)}")
+        try:
+            files.write_bytes(folder / f"{rid}{ext}", data)
+        except (OSError, SkinsegError) as exc:
+            cause = exc.__cause__ if isinstance(exc, SkinsegError) and exc.__cause__ else exc
+            why = getattr(cause, "strerror", None) or str(cause)
+            self.save_problem = f"cannot keep uploads in --save {folder}: {why}; free space or fix the folder"
+            log.error("request %s: %s", rid, self.save_problem)
+            raise Refused(503, f"not ready: {self.save_problem}", {"Retry-After": "30"}, reason="save") from None
+
+    def saving_blocked(self) -> str | None:
+        """Why uploads cannot be kept now, re-checked (space freed: ready again)."""
+        if self.save_problem is None or self.settings.save is None:
+            return None
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(self.settings.save).free > 2 * self.settings.max_upload and \
+                    os.access(self.settings.save, os.W_OK):
+                self.save_problem = None
+        return self.save_problem
 
     def model_info(self) -> dict[str, Any]:
         return {"file": self.seg.model_path.name, "sha256": self.seg.sha256,
@@ -125,40 +157,6 @@ def page() -> str:
     return resources.files("skinseg.commands.serve").joinpath("page.html").read_text(encoding="utf-8")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes (declared or sent)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Refused(413, f"upload of {int(declared) / 1e6:.1f} MB is above the {limit / 1e6:.0f} MB limit "
-                           "(--max-upload-mb)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refused(413, f"upload is above the {limit / 1e6:.0f} MB limit (--max-upload-mb)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def image_from(content_type: str, body: bytes) -> tuple[bytes, str]:
-    """(image bytes, name for messages) from a raw image body or the multipart field `image`."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-        for part in msg.iter_parts() if msg.is_multipart() else []:
-            if part.get_param("name", header="content-disposition") == "image":
-                return part.get_payload(decode=True) or b"", display_name(part.get_filename())
-        raise Refused(400, "no image: send it as the multipart field 'image' or as the raw body with "
-                           "Content-Type image/*")
-    if not body:
-        raise Refused(400, "no image: the request body is empty; send the image as the body (Content-Type "
-                           "image/*) or as the multipart field 'image'")
-    if not kind.startswith("image/") and kind not in ("application/octet-stream", ""):
-        raise Refused(415, f"Content-Type {kind}: send an image ({READS}) as image/* or multipart/form-data")
-    return body, "the uploaded image"
-
-
 def display_name(filename: str | None) -> str:
     """The client's file name for messages only (never opened): its last part, printable, short."""
     base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
@@ -166,9 +164,23 @@ def display_name(filename: str | None) -> str:
     return clean or "the uploaded image"
 
 
-def create_app(service: Service) -> FastAPI:
-    """The routes: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics and the page at /."""
-    settings = service.settings
+def check_pixels(data: bytes | bytearray, name: str, limit: int) -> None:
+    """Refuse from the header an image above the service's pixel budget (before any decoding)."""
+    if image_kind(data) is None:
+        raise Refused(415, f"{name}: not a readable image (corrupt, truncated or unsupported format); "
+                           f"send a {READS} file", reason="unreadable")
+    size = probe_size(data)
+    if size is None:
+        raise Refused(415, f"{name}: its header does not give the image's size (truncated or damaged)",
+                      reason="unreadable")
+    if size[0] * size[1] > limit:
+        raise Refused(413, f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} MP, above this service's "
+                           f"{limit / 1e6:g} MP limit (--max-pixels); send a smaller image", reason="pixels")
+
+
+def create_app(service: Service) -> Gate:
+    """The routes (POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics, the page at /) behind the Gate."""
+    settings, metrics = service.settings, service.metrics
     app = FastAPI(title="skinseg", docs_url=None, redoc_url=None, openapi_url=None)
     if settings.cors:
         from starlette.middleware.cors import CORSMiddleware
@@ -181,6 +193,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        metrics.refusals.labels(exc.reason).inc()
         return error(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -192,11 +205,6 @@ def create_app(service: Service) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error(400, "bad request: " + "; ".join(str(e.get("msg", e)) for e in exc.errors())[:300])
 
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        log.error("request %s failed: %s: %s", getattr(request.state, "rid", "-"), type(exc).__name__, exc)
-        return error(500, f"internal error ({type(exc).__name__}); the service goes on")
-
     def authorize(request: Request) -> None:
         if settings.api_key is None:
             return
@@ -204,19 +212,7 @@ def create_app(service: Service) -> FastAPI:
         token = got[7:].strip() if got.lower().startswith("bearer ") else ""
         if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
             raise Refused(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                          {"WWW-Authenticate": "Bearer"})
-
-    @app.middleware("http")
-    async def _log(request: Request, call_next: Any) -> Response:
-        rid = request.state.rid = uuid.uuid4().hex[:12]
-        t = time.perf_counter()
-        response = await call_next(request)
-        response.headers["X-Request-Id"] = rid
-        route = request.url.path if request.url.path in ROUTES else "other"
-        service.requests.labels(route, str(response.status_code)).inc()
-        log.info("%s %s %s %s %s bytes %.3f s", rid, request.method, route, response.status_code,
-                 request.headers.get("content-length", "-"), time.perf_counter() - t)
-        return response
+                          {"WWW-Authenticate": "Bearer"}, reason="key")
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
@@ -230,67 +226,81 @@ def create_app(service: Service) -> FastAPI:
     async def readyz() -> JSONResponse:
         if not service.ready:
             return error(503, "not ready: the model is loading or warming up")
+        if blocked := service.saving_blocked():
+            return error(503, f"not ready: {blocked}")
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
+    async def metrics_page(request: Request) -> Response:
         authorize(request)
-        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/model")
     async def model(request: Request) -> dict[str, Any]:
         authorize(request)
-        d = service.seg.describe()
-        return {"model": service.model_info(), "providers": service.seg.providers, "engine": d,
+        engine = service.seg.describe() | {"model": service.seg.model_path.name}  # never a path on this machine
+        return {"model": service.model_info(), "providers": service.seg.providers, "engine": engine,
                 "options": service.seg.options.as_dict(),
                 "service": {"workers": settings.workers, "queue": settings.queue,
-                            "max_upload_mb": settings.max_upload_mb}}
+                            "max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels}}
+
+    def admission(request: Request) -> tuple[str, bool, bool]:
+        """Everything checked before the body is read: key, options, type, declared size, readiness."""
+        authorize(request)
+        fmt = request.query_params.get("mask", "png")
+        if fmt not in MASK_FORMATS:
+            raise Refused(400, f"mask={fmt}: choose one of {', '.join(MASK_FORMATS)}", reason="options")
+        want_png = request.query_params.get("format") == "png" or \
+            request.headers.get("accept", "").split(",")[0].strip() == "image/png"
+        overlay = request.query_params.get("overlay", "false").lower() in ("1", "true", "yes")
+        check_content_type(request.headers.get("content-type", ""))
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_upload:
+            raise Refused(413, f"upload of {int(declared) / 1e6:.1f} MB is above the {settings.max_upload_mb:g} MB "
+                               "limit (--max-upload-mb)", reason="upload size", close=True)
+        if blocked := service.saving_blocked():
+            raise Refused(503, f"not ready: {blocked}", {"Retry-After": "30"}, reason="save")
+        return fmt, want_png, overlay
 
     @app.post("/v1/segment")
     async def segment(request: Request) -> Response:
-        t = time.perf_counter()
+        fmt, want_png, overlay = admission(request)
+        if not service.admit():
+            raise Refused(503, "busy: every engine worker and queue place is taken; retry shortly",
+                          {"Retry-After": "1"}, reason="busy")
         try:
-            authorize(request)
-            fmt = request.query_params.get("mask", "png")
-            if fmt not in MASK_FORMATS:
-                raise Refused(400, f"mask={fmt}: choose one of {', '.join(MASK_FORMATS)}")
-            want_png = request.query_params.get("format") == "png" or \
-                request.headers.get("accept", "").split(",")[0].strip() == "image/png"
-            overlay = request.query_params.get("overlay", "false").lower() in ("1", "true", "yes")
-            data, name = image_from(request.headers.get("content-type", ""),
-                                    await read_body(request, int(settings.max_upload_mb * 1e6)))
-            if image_kind(data) is None:
-                raise Refused(415, f"{name}: not a readable image (corrupt, truncated or unsupported format); "
-                                   f"send a {READS} file")
-            if settings.save is not None:
-                ext = {"jpeg": ".jpg", "tiff": ".tif"}.get(image_kind(data) or "", f".{image_kind(data)}")
-                files.write_bytes(settings.save / f"{request.state.rid}{ext}", data)
-            if not service.admit():
-                raise Refused(503, "busy: every engine worker and queue place is taken; retry shortly",
-                              {"Retry-After": "1"})
+            try:
+                data, filename = await read_upload(request.receive, request.headers.get("content-type", ""),
+                                                   settings.max_upload, settings.client_timeout, service.parsers)
+            except ClientGone:
+                return Response(status_code=499)  # nobody to answer; counted as 499 like nginx does
+            name = display_name(filename) if filename is not None else "the uploaded image"
+            if not data:
+                raise Refused(400, "no image: the request body is empty; send the image as the body (Content-Type "
+                                   "image/*) or as the multipart field 'image'", reason="no image")
+            check_pixels(data, name, settings.max_pixels)
             try:
                 loop = asyncio.get_running_loop()
-                answer, png, seconds = await loop.run_in_executor(service.pool, service.segment, data, name, fmt,
-                                                                  overlay)
+                answer, png, seconds, row = await loop.run_in_executor(service.pool, service.segment, data, name,
+                                                                       fmt, overlay)
             except InputError as exc:
-                raise Refused(422, str(exc)) from None
+                raise Refused(422, str(exc), reason="unreadable") from None
             except SkinsegError as exc:  # the model failed on this input: the service goes on
-                raise Refused(500, str(exc)) from None
-            finally:
-                service.leave()
+                raise Refused(500, str(exc), reason="engine") from None
+            if settings.save is not None:
+                service.save_upload(request.scope["state"]["rid"], data)
         except Refused as exc:
-            service.errors.labels(str(exc.status)).inc()
+            metrics.errors.labels(str(exc.status)).inc()
             raise
-        service.images.inc()
-        service.latency.observe(time.perf_counter() - t)
-        row = answer.pop("_row")
+        finally:
+            service.leave()
+        metrics.images.inc()
         if want_png:
             return Response(png, media_type="image/png", headers=headers(row, seconds, service.seg.sha256))
         answer["model"] = service.model_info()
         return JSONResponse(answer)
 
-    ROUTES = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/segment"}
-    return app
+    return Gate(app, metrics, settings.allowed_hosts, settings.cors)
 
 
 class GracefulServer(uvicorn.Server):
