@@ -17,37 +17,12 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.serving import Server
+
 ROOT = Path(__file__).resolve().parents[2]
 FULLRES = sorted((ROOT / "tests" / "data" / "isic" / "fullres" / "images").glob("*.jpg"))
 SMALL = sorted((ROOT / "tests" / "data" / "isic" / "isic256" / "test" / "images").glob("*.jpg"))[:4]
 KEY = "test-key-0123456789abcdef"
-
-
-class Server:
-    """`skinseg serve ARGS --port 0` in a child process; the address it printed."""
-
-    def __init__(self, *args: str, env: dict | None = None) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "skinseg", "serve", "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "250", **(env or {})})
-        self.lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"serve exited {self.proc.wait()}: {self.proc.stderr.read()}")
-            self.lines.append(line)
-            if line.startswith("ready:"):
-                break
-        self.url = self.lines[0].split()[2]
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
-        self.err_lines: list[str] = []
-        threading.Thread(target=lambda: self.err_lines.extend(self.proc.stderr), daemon=True).start()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +212,12 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(big_jpeg):
     (["--max-upload-mb", "nan"], {}, "--max-upload-mb"),
     (["--overlap", "2"], {}, "--overlap 2"),
     ([], {"SKINSEG_API_KEY": "short"}, "shorter than 16"),
+    (["--cors", "*"], {}, "--cors '*' without an API key"),
+    (["--cors", "viewer.example"], {}, "scheme://host"),
+    (["--allowed-host", "*"], {}, "--allowed-host '*' without an API key"),
+    (["--max-pixels", "0"], {}, "--max-pixels 0"),
+    (["--client-timeout", "0"], {}, "--client-timeout 0"),
+    (["--max-connections", "0"], {}, "--max-connections 0"),
 ])
 def test_startup_errors_are_one_line_and_exit_2(args, env, words):
     res = subprocess.run([sys.executable, "-m", "skinseg", "serve", "--port", "0", *args], capture_output=True,

@@ -48,6 +48,7 @@ from skinseg.shared.system import give_back_memory
 
 log = logging.getLogger("skinseg.serve")
 DEFAULT_MAX_PIXELS = 40_000_000  # the largest dermoscopy frames (ISIC: 6688x4439) with room; 14000^2 is refused
+BUSY_PAUSE = 0.1  # seconds a request waits for a queue place before its 503
 KEEP_BUFFER_PIXELS = 12_000_000  # a thread keeps its full-size buffer up to this; larger ones go back after use
 
 
@@ -143,7 +144,7 @@ class Service:
         if self.save_problem is None or self.settings.save is None:
             return None
         with contextlib.suppress(OSError):
-            if shutil.disk_usage(self.settings.save).free > 2 * self.settings.max_upload and \
+            if shutil.disk_usage(self.settings.save).free > self.settings.max_upload and \
                     os.access(self.settings.save, os.W_OK):
                 self.save_problem = None
         return self.save_problem
@@ -265,7 +266,11 @@ def create_app(service: Service) -> Gate:
     @app.post("/v1/segment")
     async def segment(request: Request) -> Response:
         fmt, want_png, overlay = admission(request)
-        if not service.admit():
+        admitted = service.admit()
+        if not admitted:  # a moment's wait: a place may free up, and a client that does not back off
+            await asyncio.sleep(BUSY_PAUSE)  # cannot spin on 503s fast enough to take the engine's CPU
+            admitted = service.admit()
+        if not admitted:
             raise Refused(503, "busy: every engine worker and queue place is taken; retry shortly",
                           {"Retry-After": "1"}, reason="busy")
         try:

@@ -7,8 +7,8 @@ edge box needs and uvicorn does not give.
   first byte (or of the connection), so silent and half-sent connections are closed (slowloris).
 - A bound on discarding: after an early answer (503, 401...) the rest of a body is read and dropped,
   never held, but at most `max_upload` bytes and for at most `DISCARD_SECONDS`.
-- A graceful drain: on SIGTERM an idle kept-alive connection is kept for `DRAIN_SECONDS` so that a
-  request already on its way is answered (with `Connection: close`) instead of reset.
+- A graceful drain: on SIGTERM every answer says `Connection: close` and an idle kept-alive connection
+  is kept for `DRAIN_SECONDS`, so that a request already on its way is answered instead of reset.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import h11
+from uvicorn.protocols.http.flow_control import CLOSE_HEADER as CLOSE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DRAIN_SECONDS = 1.0
@@ -83,8 +84,8 @@ def protocol_class(guard: Guard) -> type[H11Protocol]:
             elif self.header_timer is not None:
                 self.header_timer.cancel()
                 self.header_timer = None
-            if self.draining and self.cycle is not None and not self.cycle.response_complete:
-                self.cycle.keep_alive = False
+            if self.draining:
+                self._close_after_this_request()
 
         def _arm_header_timer(self) -> None:
             if self.header_timer is None:
@@ -117,19 +118,27 @@ def protocol_class(guard: Guard) -> type[H11Protocol]:
             self.header_timer = self.discard_timer = None
 
         def shutdown(self) -> None:
+            """SIGTERM: every request from now on is answered with `Connection: close`, and the connection
+            closes once idle, but not before DRAIN_SECONDS: a request already on its way over a kept-alive
+            connection is answered, not reset (uvicorn closes idle connections at once, and a busy one right
+            after its answer without saying so, so the client's next request meets a closed socket)."""
             if not self.counted:
                 return
-            if self.cycle is None or self.cycle.response_complete:
-                # idle, or a request only partly arrived: answer what arrives in the next moment, then close
-                self.draining = True
-                self.loop.call_later(DRAIN_SECONDS, self._close_if_idle)
-            else:
-                self.cycle.keep_alive = False
+            self.draining = True
+            self._close_after_this_request()
+            self.loop.call_later(DRAIN_SECONDS, self._close_when_idle)
 
-        def _close_if_idle(self) -> None:
-            if self.cycle is None or self.cycle.response_complete:
+        def _close_after_this_request(self) -> None:
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_started and CLOSE not in cycle.scope["headers"]:
+                cycle.scope["headers"].append(CLOSE)  # uvicorn then answers with Connection: close
+
+        def _close_when_idle(self) -> None:
+            if self.transport.is_closing():
+                return
+            if (self.cycle is None or self.cycle.response_complete) and self.conn.their_state is not h11.SEND_BODY:
                 super().shutdown()
-            else:
-                self.cycle.keep_alive = False
+            else:  # an answer is on its way; it says Connection: close, or the next one will
+                self.loop.call_later(0.1, self._close_when_idle)
 
     return GuardedH11
