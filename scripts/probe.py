@@ -192,7 +192,7 @@ CASES: list[tuple[str, object, dict, set, str]] = [
     ("serve --queue -1", lambda t: ["serve", "--queue", "-1"], {}, {2}, "--queue"),
     ("serve --api-key-file missing", lambda t: ["serve", "--api-key-file", str(t / "k")], {}, {2}, "--api-key-file"),
     ("serve empty key file", lambda t: ["serve", "--api-key-file", str(w(t / "k", ""))], {}, {2},
-     "empty"),
+     "no key in it"),
     ("serve --save a file", lambda t: ["serve", "--save", str(w(t / "f", "x"))], {}, {2}, ""),
     ("serve --host nonsense", lambda t: ["serve", "--host", "999.1.1.1", "--insecure-no-auth"], {}, {2}, ""),
     # ray
