@@ -20,6 +20,8 @@ _TMP = os.path.join(__import__("tempfile").gettempdir(), "skinseg-cache")
 os.environ.setdefault("XDG_CACHE_HOME", _TMP)
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_TMP, "matplotlib"))
 
+FROM_MODEL = "model"  # a --scale value meaning: the working scale the model records (options and scale share it)
+
 __version__ = "0.1.0"
 __all__ = ["Segmenter", "Prediction", "__version__"]
 

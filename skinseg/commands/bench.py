@@ -17,7 +17,7 @@ from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
 from skinseg.inference.tiling import tile_batches
 from skinseg.shared.errors import SkinsegError
-from skinseg.shared.images import LoadedImage, load_image
+from skinseg.shared.images import LoadedImage
 from skinseg.shared.synthetic import synth_pair
 from skinseg.shared.system import peak_rss_mb
 
@@ -65,7 +65,7 @@ def run_bench(seg: Segmenter, image: str | None = None, size: tuple[int, int] = 
         if not image:
             image = os.path.join(tmp, "synthetic.jpg")
             _draw(image, size)
-        loaded = load_image(image, seg.scale)
+        loaded = seg.load(image)  # as infer decodes it (--exact-decode included)
     rss_before = peak_rss_mb()
     seg.adapter(np.zeros((seg.batch, *seg.tile, 3), np.uint8))  # warm-up at the batch shape used
     engine = []
@@ -120,8 +120,10 @@ def run(model: Path | None, provider: str, engine: EngineOptions, image: Path | 
     """The command: time the engine as infer runs it and print the figures; with `stages`, where an
     image's time goes in infer's path (on --image: a file or a folder of the user's own images)."""
     from skinseg import ui
-    from skinseg.inference.model_files import choose_model
+    from skinseg.runner.encodings import check_overlay_max
+    from skinseg.runner.models import choose_model
 
+    check_overlay_max(overlay_max)
     hw = parse_size(size)
     if repeat < 1:
         raise SkinsegError(f"--repeat {repeat}: must be at least 1")
@@ -176,8 +178,7 @@ def stage_times(seg: Segmenter, images: list[Path], overlay_max: int | None = No
                 repeat: int = 1) -> dict[str, float]:
     """Seconds per image in each stage of infer's path (the same functions infer calls), medians over
     `repeat` passes."""
-    from skinseg.commands.infer import overlay_jpeg
-    from skinseg.shared.images import encode
+    from skinseg.runner.result import Result
 
     per: dict[str, list[float]] = {k: [] for k in STAGES}
     for _ in range(repeat):
@@ -189,11 +190,12 @@ def stage_times(seg: Segmenter, images: list[Path], overlay_max: int | None = No
             pred = seg.predict(loaded)
             for k, v in pred.stages.items():
                 totals[k] += v
+            result = Result.from_prediction(pred, loaded, path)
             t = time.perf_counter()
-            encode(".png", pred.mask)
+            result.png  # noqa: B018 - timed: the encoding happens on first use
             totals["mask PNG"] += time.perf_counter() - t
             t = time.perf_counter()
-            overlay_jpeg(path, loaded, pred.mask, overlay_max)
+            result.overlay_jpeg(overlay_max)
             totals["overlay JPEG"] += time.perf_counter() - t
         for k in STAGES:
             per[k].append(totals[k] / len(images))

@@ -134,7 +134,7 @@ def run_eval(config: Path | None, models: list[str] | None, images: Path | None,
              output: Path | None, provider: str, engine: EngineOptions, *, exist_ok: bool = False,
              save_masks: bool = False, worst: int = 12, quiet: bool = False) -> int:
     """The command: score every model on the split with the engine options infer takes; the exit code."""
-    from skinseg.inference.model_files import choose_model
+    from skinseg.runner.models import choose_model, config_engine
     from skinseg.shared.runfolder import output_folder
 
     if worst < 0:
@@ -145,6 +145,7 @@ def run_eval(config: Path | None, models: list[str] | None, images: Path | None,
         raise SkinsegError(f"no image/mask pairs in {dirs.images} and {dirs.masks} (masks named "
                            "<id>_segmentation.png?)")
     paths = [choose_model(m, None, provider) for m in models] if models else [choose_model(None, config, provider)]
+    engine = config_engine(config, engine)  # the config's [mask], as infer --config applies it
     segs = [Segmenter(m, provider, engine) for m in paths]
     out = output_folder(output, "eval", exist_ok=exist_ok, inputs=[dirs.images, dirs.masks])
     run = EvalRun(segs, out, save_masks, worst)

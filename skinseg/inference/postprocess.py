@@ -117,9 +117,9 @@ def count_components(mask: np.ndarray) -> int:
 
 def mask_stats(mask: np.ndarray, box: tuple[int, int, int, int] | None = None,
                components: int | None = None) -> dict[str, Any]:
-    """Area, fraction, bounding box (x y w h) and component count of a binary mask; `box` (y0, y1, x0,
-    x1) bounds where its lesion pixels are (counting inside it only gives the same figures);
-    `components`, when the caller knows it, saves labelling the mask again."""
+    """Area, fraction, bounding box ((x, y, w, h); None without lesion) and component count of a binary
+    mask; `box` (y0, y1, x0, x1) bounds where its lesion pixels are (counting inside it only gives the
+    same figures); `components`, when the caller knows it, saves labelling the mask again."""
     h, w = mask.shape
     y0, y1, x0, x1 = box or (0, h, 0, w)
     crop = mask[y0:y1, x0:x1]
@@ -130,6 +130,6 @@ def mask_stats(mask: np.ndarray, box: tuple[int, int, int, int] | None = None,
     return {
         "lesion_area_px": area,
         "lesion_fraction": round(area / mask.size, 6) if mask.size else 0.0,
-        "bbox": f"{bx + x0} {by + y0} {bw} {bh}" if area else "",
+        "bbox": (int(bx + x0), int(by + y0), int(bw), int(bh)) if area else None,
         "components": int(n),
     }

@@ -135,6 +135,22 @@ class Segmenter:
             "spec": self.spec.describe(),
         }
 
+    def effective(self) -> dict[str, Any]:
+        """Every engine option's value as this engine runs it (the model's own where the option is None)."""
+        spec = self.spec
+        values = self.options.as_dict() | {
+            "tile": f"{self.tile[0]}x{self.tile[1]}", "scale": self.scale, "overlap": self.overlap, "batch": self.batch,
+            "tta": self.tta, "io_binding": self.adapter.io_binding, "output_kind": spec.output_kind,
+            "input_max": spec.input_max} | self.post.as_dict()
+        return {name: values[name] for name in EngineOptions.names()}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides this engine's masks: the model file and every option declared to change pixels,
+        as it runs. --resume keeps only outputs made with the same fingerprint."""
+        effective = self.effective()
+        return {"sha256": self.sha256, "resize": self.resize, "sigma_scale": self.sigma_scale} | {
+            name: effective[name] for name in EngineOptions.pixel_fields()}
+
     # -- whole images --------------------------------------------------------------------------
     def load(self, source: str | os.PathLike[str] | bytes | bytearray, name: str | None = None) -> LoadedImage:
         """Read an image (a path, or the bytes of a file named `name` in messages), decoding JPEGs at

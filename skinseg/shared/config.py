@@ -405,14 +405,10 @@ def load_config(path: str | Path, warn: Any = None) -> Config:
 
 
 def infer_defaults(path: str | Path) -> dict[str, Any]:
-    """What `skinseg infer --config` takes from [infer] and [mask]."""
+    """What `skinseg infer --config` takes from [infer] (its [mask] section reaches the engine through
+    runner.models.config_engine, as eval's does)."""
     cfg = load_config(path)
-    return {
-        "inputs": [str(cfg.infer.images_dir)] if cfg.infer.images_dir else [],
-        "output": cfg.infer.output_dir,
-        "threshold": cfg.mask.threshold,
-        "blur": cfg.blur_sigma,
-    }
+    return {"inputs": [str(cfg.infer.images_dir)] if cfg.infer.images_dir else [], "output": cfg.infer.output_dir}
 
 
 def template() -> str:

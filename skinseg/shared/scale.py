@@ -20,6 +20,7 @@ import math
 import cv2
 import numpy as np
 
+from skinseg import FROM_MODEL  # noqa: F401 - a scale option meaning: the working scale the model records
 from skinseg.shared.errors import SkinsegError
 
 METHODS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
@@ -28,7 +29,6 @@ DEFAULT_RESIZE = {"image_down": "area", "image_up": "linear", "probability": "li
 # one rule for the CLI, the config and model metadata; 16384 px is a 16384x10923 working image: about 2 GB
 # of pixels, accumulators and probabilities, where 65536 px asked for 30 GB and failed on every image
 MIN_SCALE, MAX_SCALE = 32, 16384
-FROM_MODEL = "model"  # a scale option meaning: the working scale the model records
 
 
 def method_from_config(name: str) -> str:

@@ -14,8 +14,9 @@ from skinseg.shared.errors import SkinsegError
 from tests.onnx_factory import make_model
 
 PKG = Path(__file__).resolve().parents[2] / "skinseg"
-# shared < inference < evaluation, training < commands < cli; the package root and ui.py are leaves
-LAYERS = {"shared": 0, "ui": 0, "models": 0, "inference": 1, "evaluation": 2, "training": 2, "commands": 3, "cli": 4}
+# shared < inference < runner, evaluation, training < commands < cli; the package root and ui.py are leaves
+LAYERS = {"shared": 0, "ui": 0, "models": 0, "inference": 1, "runner": 2, "evaluation": 2, "training": 2, "commands": 3,
+          "cli": 4}
 runner = CliRunner()
 
 
@@ -70,9 +71,8 @@ def _flags(command: str) -> set[str]:
 
 @pytest.mark.parametrize("command", ["eval", "bench", "quantize"])
 def test_every_engine_flag_of_infer_is_on_the_other_engine_commands(command):
-    from skinseg.cli.flags import ENGINE_FLAGS
-
-    engine = {"--" + n.replace("_", "-") for n in ENGINE_FLAGS} | {"--no-fill-holes"}
+    engine = {name for d in EngineOptions.declared().values() if d.flag for name in d.flag.split("/")}
+    assert {"--tile", "--exact-decode", "--no-fill-holes", "--max-tiles"} <= engine
     assert engine <= _flags("infer")
     assert engine <= _flags(command), engine - _flags(command)
 
@@ -150,3 +150,71 @@ def test_the_gate_holds_agreement_with_fp32_as_well_as_the_loss():
     assert gate([a], [b], [truth], max_disagreement=100).passed
     with pytest.raises(SkinsegError, match="--max-drop nan"):
         gate([a], [b], [truth], max_drop=float("nan"))
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The skinseg modules a file imports when it runs (function level too; `if TYPE_CHECKING:` blocks,
+    which never run, left out), each as the module's dotted name."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for child in node.body for n in ast.walk(child)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("skinseg"):
+            for alias in node.names:  # `from skinseg.runner import models` imports the module models
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if _file_of(sub) else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("skinseg")}
+    return found
+
+
+def _file_of(module: str) -> Path | None:
+    base = PKG.parent / module.replace(".", "/")
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_no_circle_of_files():
+    """No files import each other, directly or around a loop (the package root, whose constants are for
+    everyone and whose `Segmenter` is a lazy re-export, is left out)."""
+    root = PKG / "__init__.py"
+    graph = {path: {f for m in _runtime_imports(path) if (f := _file_of(m)) and f not in (path, root)}
+             for path in PKG.rglob("*.py") if path != root}
+    state: dict[Path, int] = {}  # 1: on the path being walked, 2: done
+
+    def walk(node: Path, trail: list[Path]) -> list[Path] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, set())):
+            if state.get(nxt) == 1:
+                return [*(trail[trail.index(nxt):] if nxt in trail else []), node, nxt]
+            if nxt not in state and (found := walk(nxt, [*trail, node])):
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := walk(start, [])):
+            raise AssertionError("files that import each other: " + " -> ".join(str(p.relative_to(PKG)) for p in cycle))
+
+
+def test_command_modules_are_siblings_that_import_nothing_from_each_other():
+    found = []
+    for path in (PKG / "commands").rglob("*.py"):
+        own = path.relative_to(PKG / "commands").parts[0].removesuffix(".py")
+        for module in _runtime_imports(path):
+            parts = module.split(".")
+            if parts[:2] == ["skinseg", "commands"] and len(parts) > 2 and parts[2] != own:
+                found.append(f"{path.relative_to(PKG)} imports {module}")
+    assert not found, found
+
+
+def test_mask_encoders_live_below_the_commands():
+    for path in (PKG / "commands").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for word in ("cv2.findContours", "cv2.imencode", "def coco_rle", "def polygons", "b64encode(encode("):
+            assert word not in text, f"{path.relative_to(PKG)} holds an encoder ({word}): its home is runner/"

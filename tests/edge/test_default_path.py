@@ -49,7 +49,7 @@ def reference_stats(mask: np.ndarray) -> dict:
     m = mask.astype(np.uint8)
     area = int(m.sum())
     return {"lesion_area_px": area, "lesion_fraction": round(area / m.size, 6),
-            "bbox": " ".join(map(str, cv2.boundingRect(m))) if area else "",
+            "bbox": tuple(cv2.boundingRect(m)) if area else None,
             "components": cv2.connectedComponents(m, connectivity=8)[0] - 1 if area else 0}
 
 
@@ -128,7 +128,7 @@ def test_mask_png_is_standard_8_bit_grey_with_the_same_pixels():
 
 
 def test_default_overlay_decodes_once_and_a_size_asked_for_decodes_reduced(monkeypatch, tmp_path):
-    from skinseg.commands import infer
+    from skinseg.runner import encodings as infer
 
     path = FULLRES[0]
     loaded = load_image(path, 256)
@@ -140,7 +140,7 @@ def test_default_overlay_decodes_once_and_a_size_asked_for_decodes_reduced(monke
     monkeypatch.setattr(infer, "load_image", lambda p, target=None: calls.append(target) or real(p, target))
     small = cv2.imdecode(np.frombuffer(infer.overlay_jpeg(path, loaded, mask), np.uint8), cv2.IMREAD_COLOR)
     # the model's own pixels (no second decode), enlarged to 768 px, never beyond the image's own size
-    from skinseg.commands.infer import AUTO_OVERLAY_MIN
+    from skinseg.runner.encodings import AUTO_OVERLAY_MIN
 
     assert not calls and max(small.shape[:2]) == min(max(mask.shape), max(AUTO_OVERLAY_MIN,
                                                                            max(loaded.rgb.shape[:2])))

@@ -15,6 +15,7 @@ from tests.onnx_factory import make_model
 from tests.realdata import ISIC256
 
 REAL = ISIC256 / "test"
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -84,3 +85,32 @@ def test_eval_config_without_test_section_is_a_usage_error(tmp_path):
     cfg.write_text("[train]\nepochs = 1\n")
     res = CliRunner().invoke(app, ["eval", str(cfg), "--model", "x.onnx"])
     assert res.exit_code == 2 and "[test] image_datapath is not set" in res.output
+
+
+def test_infer_and_eval_with_one_config_run_the_same_engine_after_mask_is_edited(tmp_path):
+    """[mask] reaches the engine by one route: the model records it at export; an edit afterwards is
+    applied by infer --config and eval CONFIG alike."""
+    run = tmp_path / "runs" / "cfg"
+    run.mkdir(parents=True)
+    (run / "config.ini").write_text("[train]\n")
+    (run / "state.json").write_text('{"epoch": 1}')
+    make_model(run / "model-int8.onnx", tile=(64, 64), box=9,
+               metadata={"skinseg.format": "2", "skinseg.postprocess.threshold": "0.5"})
+    images = sorted((REAL / "images").glob("*.jpg"))[:6]
+    masks = {}
+    for threshold in ("0.2", "0.8"):  # as edited after export
+        cfg = tmp_path / "cfg.ini"
+        cfg.write_text(f'[train]\nruns_dir = "runs"\nname = "cfg"\n[test]\nimage_datapath = "{REAL}/images"\n'
+                       f'mask_datapath = "{REAL}/masks"\n[mask]\nthreshold = {threshold}\n')
+        out = tmp_path / f"infer-{threshold}"
+        res = runner.invoke(app, ["infer", *map(str, images), "--config", str(cfg), "-o", str(out), "-q"])
+        assert res.exit_code == 0, res.output
+        ev = tmp_path / f"eval-{threshold}"
+        res = runner.invoke(app, ["eval", str(cfg), "-o", str(ev), "--save-masks", "-q"], terminal_width=250)
+        assert res.exit_code == 0, res.output
+        for img in images:
+            infer_mask = read_mask(out / "masks" / f"{img.stem}.png")
+            eval_mask = read_mask(next((ev / "masks").glob(f"*/{img.stem}.png")))
+            assert np.array_equal(infer_mask, eval_mask), (threshold, img.name)
+        masks[threshold] = [read_mask(out / "masks" / f"{img.stem}.png") for img in images]
+    assert any(not np.array_equal(a, b) for a, b in zip(masks["0.2"], masks["0.8"], strict=True))  # the edit counts

@@ -2,20 +2,14 @@
 folders, no silent fallbacks."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from skinseg.cli import app
 from skinseg.shared.images import encode
 from tests.onnx_factory import make_model, stripes
 from tests.realdata import ISIC256
-from tests.running import slow_job, wait_for_masks
 
 runner = CliRunner()
 
@@ -107,20 +101,6 @@ def test_eval_names_every_unscored_input_on_screen(tmp_path):
     assert "lonely_segmentation.png: mask without an image" in res.output
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_writes_results_marks_run_and_prints_the_resume_command(tmp_path, sig):
-    model, src, out = slow_job(tmp_path, 30)
-    proc = subprocess.Popen([sys.executable, "-m", "skinseg", "infer", str(src), "--model", str(model), "-o", str(out),
-                             "-q", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, COLUMNS="300"))
-    wait_for_masks(out, 2)
-    proc.send_signal(sig)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
-    assert "interrupted:" in output and "--resume" in output
-    run = json.loads((out / "run.json").read_text())
-    assert run["status"] == "interrupted" and 2 <= run["ok"] < 30
-    assert len((out / "results.csv").read_text().splitlines()) == run["ok"] + 1
 
 
 def test_bench_times_the_working_scale_infer_uses(tmp_path):

@@ -118,6 +118,7 @@ def test_worst_gallery_has_a_legend_and_no_blank_bands(tmp_path):
 
 def test_a_run_folders_default_on_the_cpu_is_the_faster_accepted_precision(tmp_path, monkeypatch):
     from skinseg.inference import adapter, model_files
+    from skinseg.runner import models
     from skinseg.shared.runfolder import RunFolder
 
     run = tmp_path / "runs" / "x"
@@ -127,8 +128,8 @@ def test_a_run_folders_default_on_the_cpu_is_the_faster_accepted_precision(tmp_p
     shutil.copy(model_files.INT8, rf.variant("int8"))
     times = {rf.model.name: 1.0, rf.variant("int8").name: 2.0}  # INT8 slower here (a tiny model, no VNNI)
     monkeypatch.setattr(adapter.ModelAdapter, "latency_ms", lambda self, runs=20: times[self.model_path.name])
-    assert model_files.faster_on_cpu(rf) == rf.model
+    assert models.faster_on_cpu(rf) == rf.model
     times[rf.variant("int8").name] = 0.5
-    assert model_files.faster_on_cpu(rf) == rf.variant("int8")
+    assert models.faster_on_cpu(rf) == rf.variant("int8")
     rf.variant("int8").unlink()  # only FP32 exported (or INT8 refused by the gate)
-    assert model_files.faster_on_cpu(rf) == rf.model
+    assert models.faster_on_cpu(rf) == rf.model

@@ -85,18 +85,6 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, model, images):
     assert res.exit_code == 2 and "--shard" in res.output
 
 
-def test_resume_skips_complete_outputs(tmp_path, model, images):
-    out = tmp_path / "out"
-    args = ["infer", str(images), "--model", str(model), "-o", str(out), "-q"]
-    assert runner.invoke(app, args).exit_code == 0
-    (out / "masks" / "img1.png").unlink()
-    before = (out / "masks" / "img0.png").stat().st_mtime_ns
-    assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
-    assert (out / "masks" / "img1.png").is_file()
-    assert (out / "masks" / "img0.png").stat().st_mtime_ns == before
-    run = json.loads((out / "run.json").read_text())
-    assert run["skipped"] == 2 and run["ok"] == 3
-    assert [r["status"] for r in _rows(out)] == ["ok"] * 3
 
 
 def test_shards_partition_the_inputs(tmp_path, model, images):

@@ -42,12 +42,12 @@ def test_postprocess_threshold_and_blur():
 def test_empty_probability_gives_empty_mask():
     out = postprocess(np.zeros((10, 10), np.float32), PostProcess())
     assert not out.any()
-    assert mask_stats(out) == {"lesion_area_px": 0, "lesion_fraction": 0.0, "bbox": "", "components": 0}
+    assert mask_stats(out) == {"lesion_area_px": 0, "lesion_fraction": 0.0, "bbox": None, "components": 0}
 
 
 def test_mask_stats():
     s = mask_stats(_two_blobs())
-    assert s["lesion_area_px"] == 430 and s["components"] == 2 and s["bbox"] == "5 5 61 30"
+    assert s["lesion_area_px"] == 430 and s["components"] == 2 and s["bbox"] == (5, 5, 61, 30)
 
 
 @pytest.mark.parametrize("kwargs", [{"threshold": 1.5}, {"threshold": 0}, {"keep": "biggest"}, {"blur": -1}])

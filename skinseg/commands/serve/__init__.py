@@ -146,8 +146,9 @@ def run_serve(model: Path | None, provider: str, engine: EngineOptions, *, host:
 
     uvicorn, app = _modules()
     from skinseg.commands.serve.protocol import Guard, protocol_class
-    from skinseg.inference.model_files import choose_model
     from skinseg.inference.segmenter import Segmenter
+    from skinseg.runner.encodings import check_overlay_max
+    from skinseg.runner.models import choose_model
     from skinseg.shared.images import max_pixels as reader_max_pixels
     from skinseg.shared.system import large_allocations_from_the_system
 
@@ -167,8 +168,7 @@ def run_serve(model: Path | None, provider: str, engine: EngineOptions, *, host:
         raise SkinsegError(f"--client-timeout {client_timeout}: must be 0.5 to 3600 seconds")
     if not 0 <= port <= 65535:
         raise SkinsegError(f"--port {port}: must be 0 to 65535 (0 = any free port)")
-    if overlay_max is not None and overlay_max < 0:
-        raise SkinsegError(f"--overlay-max {overlay_max}: must be 0 (full size) or a long side in px")
+    check_overlay_max(overlay_max)
     key = api_key(api_key_file, host, insecure_no_auth)
     origins = check_cors(cors, key)
     hosts = allowed_hosts(host, allowed_host, key)

@@ -34,13 +34,12 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from skinseg.commands.infer import overlay_jpeg, prediction_figures
-from skinseg.commands.serve.answers import MASK_FORMATS, figures, headers, mask_field
 from skinseg.commands.serve.errors import ClientGone, Refused
 from skinseg.commands.serve.gate import Gate
 from skinseg.commands.serve.metrics import Metrics
 from skinseg.commands.serve.upload import READS, check_content_type, read_upload
 from skinseg.inference.segmenter import Segmenter
+from skinseg.runner.result import MASK_FORMATS, Result
 from skinseg.shared import files
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.images import encode, image_kind, probe_size
@@ -101,29 +100,28 @@ class Service:
             self.metrics.depth.set(self.inside)
 
     def segment(self, data: bytes | bytearray, name: str, mask_format: str,
-                overlay: bool) -> tuple[dict[str, Any], bytes, float, dict[str, Any]]:
-        """In a worker thread: decode, predict, encode exactly as infer does; (answer, mask PNG, seconds, row)."""
+                overlay: bool) -> tuple[dict[str, Any], Result]:
+        """In a worker thread: decode, predict and encode exactly as infer does; (the JSON answer, the result)."""
         t = time.perf_counter()
         pixels = 0
         try:
             loaded = self.seg.load(data, name)
             pixels = loaded.height * loaded.width
-            pred = self.seg.predict(loaded)
-            row = prediction_figures(pred)
-            png = encode(".png", pred.mask)
-            answer: dict[str, Any] = figures(row)
+            result = Result.from_prediction(self.seg.predict(loaded), loaded, data)
+            answer: dict[str, Any] = result.figures()
             answer["mask_format"] = mask_format
-            answer["mask"] = mask_field(pred.mask, png, mask_format)
+            answer["mask"] = result.mask_field(mask_format)
             if overlay:
-                jpeg = overlay_jpeg(data, loaded, pred.mask, self.settings.overlay_max)
-                answer["overlay"] = base64.b64encode(jpeg).decode("ascii")
+                answer["overlay"] = base64.b64encode(result.overlay_jpeg(self.settings.overlay_max)).decode("ascii")
+            result.png  # noqa: B018 - encoded here, in the worker thread, not on the event loop
+            result.loaded = result.source = None  # the decode and the upload are not needed past this point
         finally:
             if pixels > KEEP_BUFFER_PIXELS:  # a large image's pages go back to the system, not to the heap
-                loaded = pred = None
+                loaded = None
                 give_back_memory()
-        seconds = time.perf_counter() - t
-        answer["seconds"] = round(seconds, 3)
-        return answer, png, seconds, row
+        result.seconds = time.perf_counter() - t
+        answer["seconds"] = round(result.seconds, 3)
+        return answer, result
 
     def save_upload(self, rid: str, data: bytes | bytearray) -> None:
         """Keep an accepted upload in --save; a write that fails makes the service not ready."""
@@ -286,8 +284,7 @@ def create_app(service: Service) -> Gate:
             check_pixels(data, name, settings.max_pixels)
             try:
                 loop = asyncio.get_running_loop()
-                answer, png, seconds, row = await loop.run_in_executor(service.pool, service.segment, data, name,
-                                                                       fmt, overlay)
+                answer, result = await loop.run_in_executor(service.pool, service.segment, data, name, fmt, overlay)
             except InputError as exc:
                 raise Refused(422, str(exc), reason="unreadable") from None
             except SkinsegError as exc:  # the model failed on this input: the service goes on
@@ -301,7 +298,7 @@ def create_app(service: Service) -> Gate:
             service.leave()
         metrics.images.inc()
         if want_png:
-            return Response(png, media_type="image/png", headers=headers(row, seconds, service.seg.sha256))
+            return Response(result.png, media_type="image/png", headers=result.headers(service.seg.sha256))
         answer["model"] = service.model_info()
         return JSONResponse(answer)
 

@@ -1,4 +1,4 @@
-"""`skinseg infer --ray ADDRESS`: the same run on a Ray cluster, a pool of Ray actors as the workers.
+"""The Ray executor of a batch run (`skinseg infer --ray ADDRESS`): a pool of Ray actors as the workers.
 
 The driver plans the jobs (paths and output names only, never pixels), keeps the output contract
 (lock, resume, results.csv, run.json, exit codes) and streams rows back. Each actor holds one loaded
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from skinseg import ui
-from skinseg.commands.infer import InferRun, Job, RunSummary
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
+from skinseg.runner.batch import BatchRun
+from skinseg.runner.jobs import Job, RunSummary
 from skinseg.shared.errors import SkinsegError, first_line
 from skinseg.shared.install import install_hint
 
@@ -63,7 +64,7 @@ class SkinsegWorker:
 
     def __init__(self, model: str, provider: str, engine: EngineOptions, output: str, overlay_max: int | None) -> None:
         seg = Segmenter(model, provider, engine)
-        self.run = InferRun(seg, Path(output), overlay_max=overlay_max)
+        self.run = BatchRun(seg, Path(output), overlay_max=overlay_max)
         self.info = {"pid": os.getpid(), "node": socket.gethostname(), "providers": seg.providers}
 
     def process(self, batch: list[tuple[bytes, str]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -71,18 +72,16 @@ class SkinsegWorker:
         return rows, self.info
 
 
-class RayInferRun(InferRun):
-    """InferRun whose images are processed by a pool of Ray actors instead of this process."""
+class RayPool:
+    """Segments a run's images on a pool of Ray actors (one loaded model each) instead of this process."""
 
-    def __init__(self, seg: Segmenter, output: Path, *, address: str, workers: int = 0, gpus_per_worker: float = 0,
-                 provider: str = "auto", **kwargs: Any) -> None:
-        super().__init__(seg, output, **kwargs)
+    def __init__(self, address: str, workers: int = 0, gpus_per_worker: float = 0, provider: str = "auto") -> None:
         self.address, self.workers, self.gpus = address, workers, gpus_per_worker
         self.provider = provider
         self.seen_workers: dict[int, dict[str, Any]] = {}
         self.cluster: dict[str, Any] = {}
 
-    def extra_run_info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         return {"ray": {"address": self.address, "workers": self.workers, "gpus_per_worker": self.gpus,
                         "cluster": self.cluster,
                         "nodes": sorted({w["node"] for w in self.seen_workers.values()}),
@@ -115,16 +114,16 @@ class RayInferRun(InferRun):
             raise SkinsegError(f"--gpus-per-worker {self.gpus}: the cluster at {self.address} has no GPUs")
         return ray
 
-    def _process(self, todo: list[Job], summary: RunSummary, progress: Any) -> None:
+    def process(self, run: BatchRun, todo: list[Job], summary: RunSummary, progress: Any) -> None:
         if not todo:
             return
         t0 = time.perf_counter()
         ray = self._connect()
         cpus = max(1.0, self.cluster["cpus"] / self.workers) if not self.gpus else 1.0
-        engine = self.seg.options.with_(threads=self.seg.options.threads or int(cpus))
+        engine = run.seg.options.with_(threads=run.seg.options.threads or int(cpus))
         actor = ray.remote(SkinsegWorker).options(num_cpus=cpus, num_gpus=self.gpus or 0, max_restarts=-1,
                                                   max_task_retries=-1)  # a dead worker: restarted, batch retried
-        pool = [actor.remote(str(self.seg.model_path), self.provider, engine, str(self.out), self.overlay_max)
+        pool = [actor.remote(str(run.seg.model_path), self.provider, engine, str(run.out), run.overlay_max)
                 for _ in range(self.workers)]
         batches = [[(os.fsencode(str(j.path)), j.name) for j in todo[i : i + BATCH]]
                    for i in range(0, len(todo), BATCH)]
@@ -146,7 +145,7 @@ class RayInferRun(InferRun):
                         continue
                     done.add(row["file"])
                     summary.rows.append(row)
-                    self._journal(row)
+                    run.journal(row)
                     if progress:
                         progress.done(ok=row["status"] == "ok")
                 nxt = next(following, None)

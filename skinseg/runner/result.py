@@ -1,0 +1,102 @@
+"""`Result`: everything one image gives, with its own serializers (as Ultralytics' `Results` does).
+
+infer's rows and files, Ray workers, the service's JSON and headers and bench's stage timings all
+take their figures and encodings from here, so a new output (a flag, a measurement, a DICOM SEG) is
+added once and appears everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from skinseg.inference.postprocess import mask_stats
+from skinseg.inference.segmenter import Prediction
+from skinseg.runner import encodings
+from skinseg.shared.images import LoadedImage
+
+MASK_FORMATS = ("png", "rle", "polygon")
+# results.csv's figure columns, in order (the batch run adds file, status, mask, overlay and error)
+FIGURES = ("width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components", "tiles", "seconds")
+
+
+@dataclass
+class Result:
+    """One image's figures as typed values and its mask; encodings are made on first use."""
+
+    width: int
+    height: int
+    lesion_area_px: int
+    lesion_fraction: float
+    bbox: tuple[int, int, int, int] | None  # x, y, w, h of every lesion pixel; None: no lesion
+    components: int
+    mask: np.ndarray = field(repr=False)  # HxW bool at the image's full resolution
+    tiles: int | None = None  # None: not known (an output an earlier run wrote)
+    seconds: float | None = None
+    loaded: LoadedImage | None = field(default=None, repr=False)  # the decode the model saw (for overlays)
+    source: str | os.PathLike[str] | bytes | bytearray | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_prediction(cls, pred: Prediction, loaded: LoadedImage | None = None,
+                        source: str | os.PathLike[str] | bytes | bytearray | None = None) -> Result:
+        stats = mask_stats(pred.mask, pred.box, pred.components)
+        return cls(pred.width, pred.height, mask=pred.mask, tiles=pred.tiles, loaded=loaded, source=source, **stats)
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> Result:
+        """The figures of a mask already written (a resumed run's outputs): tiles and time unknown."""
+        return cls(mask.shape[1], mask.shape[0], mask=mask, **mask_stats(mask))
+
+    # -- encodings -------------------------------------------------------------------------------
+    @functools.cached_property
+    def png(self) -> bytes:
+        return encodings.mask_png(self.mask)
+
+    def rle(self) -> dict[str, Any]:
+        return encodings.coco_rle(self.mask)
+
+    def polygons(self) -> list[list[list[int]]]:
+        return encodings.polygons(self.mask)
+
+    def overlay_jpeg(self, long_side: int | None = None) -> bytes:
+        if self.loaded is None or self.source is None:
+            raise ValueError("an overlay needs the decoded image and its source")
+        return encodings.overlay_jpeg(self.source, self.loaded, self.mask, long_side)
+
+    def mask_field(self, fmt: str) -> Any:
+        """The mask in one of MASK_FORMATS, as JSON carries it (PNG as base64)."""
+        if fmt == "rle":
+            return self.rle()
+        if fmt == "polygon":
+            return self.polygons()
+        if fmt == "png":
+            return base64.b64encode(self.png).decode("ascii")
+        raise ValueError(f"mask format {fmt!r}: choose one of {', '.join(MASK_FORMATS)}")
+
+    # -- figures ---------------------------------------------------------------------------------
+    def figures(self) -> dict[str, Any]:
+        """The figures as JSON values (bbox as [x, y, w, h], empty when there is no lesion)."""
+        return {"width": self.width, "height": self.height, "lesion_area_px": self.lesion_area_px,
+                "lesion_fraction": self.lesion_fraction, "bbox": list(self.bbox) if self.bbox else [],
+                "components": self.components, "tiles": self.tiles}
+
+    def row(self) -> dict[str, Any]:
+        """The figures as results.csv cells (bbox as 'x y w h'; unknown values empty)."""
+        return {"width": self.width, "height": self.height, "lesion_area_px": self.lesion_area_px,
+                "lesion_fraction": self.lesion_fraction, "bbox": " ".join(map(str, self.bbox)) if self.bbox else "",
+                "components": self.components, "tiles": "" if self.tiles is None else self.tiles,
+                "seconds": "" if self.seconds is None else round(self.seconds, 3)}
+
+    def headers(self, model_sha256: str) -> dict[str, str]:
+        """The figures as response headers, for answers that are the mask PNG itself."""
+        row = self.row()
+        return {"X-Skinseg-Width": str(self.width), "X-Skinseg-Height": str(self.height),
+                "X-Skinseg-Lesion-Area-Px": str(self.lesion_area_px),
+                "X-Skinseg-Lesion-Fraction": str(self.lesion_fraction), "X-Skinseg-Bbox": row["bbox"],
+                "X-Skinseg-Components": str(self.components), "X-Skinseg-Tiles": str(row["tiles"]),
+                "X-Skinseg-Seconds": f"{self.seconds or 0:.3f}", "X-Skinseg-Model-Sha256": model_sha256}
