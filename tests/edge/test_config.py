@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from skinseg.cli import app
 from skinseg.shared.config import SCHEMA, defaults, load_config, template
 from skinseg.shared.errors import SkinsegError
+from tests.cli_helpers import runner
 
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed_train_eval_infer.config"
 
@@ -125,3 +127,45 @@ def test_a_config_file_name_with_spaces_gives_a_safe_run_name(tmp_path):
     p = tmp_path / "my config.ini"
     p.write_text("[train]\nepochs = 1\n")
     assert load_config(p).train.name == "my-config"
+
+
+def test_init_config_makes_its_folder_and_refuses_a_folder(tmp_path):
+    res = runner.invoke(app, ["init-config", str(tmp_path / "new" / "config.ini")], env={"COLUMNS": "40"})
+    assert res.exit_code == 0 and (tmp_path / "new" / "config.ini").is_file()
+    assert f"  skinseg train {tmp_path / 'new' / 'config.ini'}" in res.output.splitlines()  # one line, unwrapped
+    res = runner.invoke(app, ["init-config", str(tmp_path), "--force"])
+    assert res.exit_code == 2 and "is a folder" in res.output
+
+
+@pytest.mark.parametrize(
+    ("text", "check"),
+    [("\ufeff[train]\nepochs = 3\n", lambda c: c.train.epochs == 3),
+     ("[mask]\nthreshold = 1\n", lambda c: c.mask.threshold == pytest.approx(1 / 255)),
+     ("[mask]\nthreshold = 255\n", lambda c: c.mask.threshold == 1.0)],
+)
+def test_config_accepts_what_its_docs_allow(tmp_path, text, check):
+    p = tmp_path / "c.ini"
+    p.write_text(text, encoding="utf-8")
+    assert check(load_config(p))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[augmentor]\nalpah = 1e999\n", "alpah"), ("[augmentor]\nalpah = 1e300\n", "between 0 and 10000"),
+     ('[train]\nname = "../../x"\n', "name = ../../x"), ("[model]\nworking_scale = 100000000\n", "working_scale"),
+     ("[model]\nimage_width = 200\n", "multiple of 16")],
+)
+def test_config_bounds_every_number_and_the_run_name(tmp_path, text, message):
+    p = tmp_path / "c.ini"
+    p.write_text(text)
+    with pytest.raises(SkinsegError, match=message):
+        load_config(p)
+
+
+def test_seed_config_means_resnet50_with_the_standard_decoder(tmp_path):
+    p = tmp_path / "c.ini"
+    p.write_text('[model]\nmodel = "TensorflowDeepLabV3Plus"\n')
+    cfg = load_config(p)
+    assert (cfg.model.backbone, cfg.model.decoder) == ("resnet50", "standard")
+    p.write_text('[model]\nmodel = "TensorflowDeepLabV3Plus"\nbackbone = "mobilenetv2"\n')
+    assert load_config(p).model.backbone == "mobilenetv2"

@@ -10,7 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from skinseg.cli import app
 from skinseg.inference.segmenter import Segmenter
@@ -19,10 +18,9 @@ from skinseg.shared.dataset import locate_split, split_pairs
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.images import LoadedImage, encode
 from skinseg.shared.metadata import FORMAT_VERSION, MetadataError, ModelMetadata
+from tests.cli_helpers import SAMPLE, invoke, runner
 from tests.onnx_factory import make_model, stripes
 from tests.realdata import ISIC256
-
-runner = CliRunner()
 
 
 def _seed_layout(tmp_path):
@@ -111,3 +109,24 @@ def test_input_dtype_in_metadata_must_match_the_graph(tmp_path):
                                                                    "skinseg.input_dtype": "float32"})
     with pytest.raises(MetadataError, match="input_dtype float32"):
         Segmenter(model, "cpu")
+
+
+def test_a_metadata_tile_beyond_the_limit_is_a_model_error(tmp_path):
+    model = make_model(tmp_path / "m.onnx", metadata={"skinseg.format": "2", "skinseg.tile_height": "40000",
+                                                      "skinseg.tile_width": "40000"})
+    res = invoke("infer", str(SAMPLE), "--model", str(model), "-o", str(tmp_path / "o"), "-q")
+    assert res.exit_code == 2 and "skinseg.tile_height" in res.output and "4096" in res.output
+
+
+def test_an_unsupported_opset_says_opset(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 99)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "op99.onnx"))
+    res = invoke("infer", str(SAMPLE), "--model", str(tmp_path / "op99.onnx"), "-q", "-o", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "cannot load opset 99" in res.output and "std::" not in res.output

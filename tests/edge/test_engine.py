@@ -1,9 +1,14 @@
+
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from skinseg import Segmenter
+from skinseg.cli import app
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.images import encode
+from tests.cli_helpers import runner, small_png
 from tests.onnx_factory import expected_probability, make_model, stripes
 
 NO_POST = {"keep": "all", "fill_holes": False}
@@ -156,3 +161,53 @@ def test_array_input_must_be_rgb_uint8(tmp_path):
     with pytest.raises(SkinsegError, match="RGB uint8"):
         seg.predict(np.zeros((10, 10, 4), np.uint8))
     assert seg.predict(np.zeros((10, 10), np.uint8)).mask.shape == (10, 10)
+
+
+def _nan_model(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nan = numpy_helper.from_array(np.array(np.nan, np.float32), "nan")
+    g = helper.make_graph([helper.make_node("ReduceMean", ["image"], ["m"], axes=[3], keepdims=1),
+                           helper.make_node("Mul", ["m", "nan"], ["mask"])], "nan",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
+                          [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "H", "W", 1])], [nan])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def test_non_finite_model_output_is_a_model_error(tmp_path):
+    small_png(tmp_path / "a.png")
+    res = runner.invoke(app, ["infer", str(tmp_path / "a.png"), "--model", str(_nan_model(tmp_path / "n.onnx")),
+                              "-o", str(tmp_path / "o"), "-q"], terminal_width=250)
+    assert res.exit_code == 2 and "NaN or infinite" in res.output
+
+
+def test_a_model_that_fails_on_every_tile_is_one_model_error(tmp_path):
+    """A Reshape that only fits 64x64 inputs, run with 32 px tiles: one line, exit 2, not a row per image."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([-1, 64, 64, 1], np.int64), "shape")
+    g = helper.make_graph([helper.make_node("ReduceMean", ["image"], ["m"], axes=[3], keepdims=1),
+                           helper.make_node("Reshape", ["m", "shape"], ["mask"])], "bad",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
+                          [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "H", "W", 1])], [shape])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "bad.onnx"))
+    for i in range(3):
+        small_png(tmp_path / f"a{i}.png", i)
+    res = runner.invoke(app, ["infer", str(tmp_path), "--model", str(tmp_path / "bad.onnx"), "--tile", "32",
+                              "-o", str(tmp_path / "o"), "-q"], terminal_width=250)
+    assert res.exit_code == 2 and "the model failed on a [" in res.output, res.output
+    assert res.output.count("error:") == 1
+
+
+def test_engine_options_reject_what_would_fail_later():
+    from skinseg.inference.options import EngineOptions
+
+    with pytest.raises(SkinsegError, match="--max-tiles"):
+        EngineOptions(max_tiles=-5)

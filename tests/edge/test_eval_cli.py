@@ -5,17 +5,18 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from skinseg.cli import app
 from skinseg.shared.images import binarize, encode, read_image, read_mask
+from tests.cli_helpers import TEST256, invoke, runner
 from tests.onnx_factory import make_model
 from tests.realdata import ISIC256
 
 REAL = ISIC256 / "test"
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -114,3 +115,80 @@ def test_infer_and_eval_with_one_config_run_the_same_engine_after_mask_is_edited
             assert np.array_equal(infer_mask, eval_mask), (threshold, img.name)
         masks[threshold] = [read_mask(out / "masks" / f"{img.stem}.png") for img in images]
     assert any(not np.array_equal(a, b) for a, b in zip(masks["0.2"], masks["0.8"], strict=True))  # the edit counts
+
+
+def test_eval_names_every_unscored_input_on_screen(tmp_path):
+    import shutil
+
+    shutil.copytree(ISIC256 / "test", tmp_path / "t")
+    (tmp_path / "t" / "images" / "orphan.jpg").write_bytes(encode(".jpg", np.zeros((8, 8, 3), np.uint8)))
+    (tmp_path / "t" / "masks" / "lonely_segmentation.png").write_bytes(encode(".png", np.zeros((8, 8), np.uint8)))
+    model = make_model(tmp_path / "m.onnx", tile=(64, 64))
+    res = runner.invoke(app, ["eval", "--images", str(tmp_path / "t"), "--model", str(model),
+                              "-o", str(tmp_path / "ev"), "-q"], terminal_width=300)
+    assert res.exit_code == 1
+    assert "not scored" in res.output and "orphan.jpg: no matching mask" in res.output
+    assert "lonely_segmentation.png: mask without an image" in res.output
+
+
+def test_worst_gallery_has_a_legend_and_no_blank_bands(tmp_path):
+    res = runner.invoke(app, ["eval", "--images", str(TEST256), "-o", str(tmp_path / "ev"), "-q", "--worst", "4"])
+    assert res.exit_code == 0
+    img = cv2.cvtColor(cv2.imread(str(tmp_path / "ev" / "worst.png")), cv2.COLOR_BGR2RGB)
+    legend = img[:34]
+    from skinseg.shared.render import LESION, TRUTH
+
+    for colour in (TRUTH, LESION):  # the swatches that say which outline is which
+        assert (np.abs(legend.astype(int) - colour).sum(axis=2) < 10).sum() > 100
+    white_rows = (img.min(axis=(1, 2)) > 250).sum()
+    assert white_rows < 0.2 * img.shape[0]  # captions sit under their images, no letterbox bands
+
+
+def test_eval_scores_0_1_masks_like_0_255_masks_and_says_so_once(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(TEST256, data)
+    for p in (data / "masks").glob("*.png"):
+        cv2.imwrite(str(p), (cv2.imread(str(p), 0) > 127).astype(np.uint8))
+    a = invoke("eval", "--images", str(TEST256), "-o", str(tmp_path / "a"), "-q", "--worst", "0", "--no-tta")
+    b = invoke("eval", "--images", str(data / "images"), "--masks", str(data / "masks"), "-o", str(tmp_path / "b"),
+            "-q", "--worst", "0", "--no-tta")
+    assert a.exit_code == b.exit_code == 0
+    import json
+
+    ja = json.loads((tmp_path / "a" / "summary.json").read_text())["models"]["skinseg-int8"]["jaccard"]["mean"]
+    jb = json.loads((tmp_path / "b" / "summary.json").read_text())["models"]["skinseg-int8"]["jaccard"]["mean"]
+    assert ja == jb > 0.8
+    assert b.output.count("levels 0/1") == 1
+
+
+def test_every_model_given_is_scored_under_its_own_label(tmp_path):
+    res = invoke("eval", "--images", str(TEST256), "--model", "int8", "--model", "int8", "-o", str(tmp_path / "e"),
+                 "-q", "--worst", "0", "--no-tta")
+    assert res.exit_code == 0, res.output
+    import json
+
+    assert sorted(json.loads((tmp_path / "e" / "summary.json").read_text())["models"]) == ["skinseg-int8",
+                                                                                          "skinseg-int8~2"]
+
+
+def test_save_masks_names_never_collide(tmp_path):
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    src = sorted((TEST256 / "images").glob("*.jpg"))[0]
+    shutil.copy(src, data / "images" / "a.jpg")
+    cv2.imwrite(str(data / "images" / "a.png"), cv2.imread(str(src)))
+    mask = TEST256 / "masks" / f"{src.stem}_segmentation.png"
+    shutil.copy(mask, data / "masks" / "a_segmentation.png")
+    res = invoke("eval", "--images", str(data / "images"), "--masks", str(data / "masks"), "-o", str(tmp_path / "e"),
+              "--save-masks", "-q", "--worst", "0")
+    saved = list((tmp_path / "e" / "masks").rglob("*.png"))
+    scored = [r for r in (tmp_path / "e" / "metrics.csv").read_text().splitlines()[1:] if ",ok," in r]
+    assert len(saved) == len(scored), (res.output, saved, scored)
+
+
+def test_eval_into_a_busy_folder_does_not_suggest_resume(tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.txt").write_text("x")
+    res = invoke("eval", "--images", str(TEST256), "-o", str(tmp_path / "busy"), "-q")
+    assert res.exit_code == 2 and "--exist-ok" in res.output and "--resume" not in res.output

@@ -1,13 +1,29 @@
 """The one image reader: orientation, colour order, odd formats, header checks, reduced decoding."""
 
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from skinseg.cli import app
 from skinseg.shared.errors import InputError
-from skinseg.shared.images import binarize, choose_reduce, encode, load_image, probe_size, read_image, read_mask
+from skinseg.shared.images import (
+    binarize,
+    choose_reduce,
+    encode,
+    load_image,
+    probe_size,
+    read_binary_mask,
+    read_image,
+    read_mask,
+)
+from tests.cli_helpers import SAMPLE, csv_rows, runner, small_png
+from tests.onnx_factory import stripes
 
 
 def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
@@ -93,3 +109,90 @@ def test_non_ascii_and_spaces_in_names(tmp_path):
     p = tmp_path / "läsion größe 1.png"
     p.write_bytes(encode(".png", np.full((5, 5, 3), 9, np.uint8)))
     assert read_image(p).shape == (5, 5, 3)
+
+
+def _webp_vp8x(w: int, h: int) -> bytes:
+    body = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + (w - 1).to_bytes(3, "little") + \
+        (h - 1).to_bytes(3, "little")
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def _tiff(w: int, h: int) -> bytes:
+    entries = [(256, 4, 1, w), (257, 4, 1, h)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd
+
+
+def test_pixel_limit_holds_for_webp_and_tiff_from_their_headers(tmp_path, model):
+    assert probe_size(_webp_vp8x(16383, 16383)) == (16383, 16383)
+    assert probe_size(_tiff(15000, 15000)) == (15000, 15000)
+    real = encode(".webp", stripes(30, 50))
+    assert probe_size(real) == (50, 30)
+    for name, data in (("bomb.webp", _webp_vp8x(16383, 16383)), ("bomb.tif", _tiff(15000, 15000))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InputError, match="above the 200 MP limit"):
+            load_image(tmp_path / name)
+    res = runner.invoke(app, ["infer", str(tmp_path / "bomb.webp"), str(tmp_path / "bomb.tif"), "--model", str(model),
+                              "-o", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1
+    assert [r["status"] for r in csv_rows(tmp_path / "o" / "results.csv")] == ["error", "error"]
+
+
+def test_opencv_pixel_guard_is_set_before_cv2_whatever_the_import_order():
+    import subprocess
+    import sys
+
+    code = "import skinseg, cv2, os; print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "200000000"
+
+
+def test_fifo_and_oversized_files_are_error_rows_not_hangs(tmp_path, model, monkeypatch):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    small_png(tmp_path / "big.png")
+    monkeypatch.setenv("SKINSEG_MAX_BYTES", "100")
+    res = runner.invoke(app, ["infer", str(tmp_path), "--model", str(model), "-o", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1
+    errors = {Path(r["file"]).name: r["error"] for r in csv_rows(tmp_path / "o" / "results.csv")}
+    assert "not a regular file" in errors["pipe.jpg"] and "file limit" in errors["big.png"]
+
+
+@pytest.mark.parametrize(("values", "dtype", "lesion", "note"), [
+    ((0, 255), np.uint8, 255, None), ((0, 1), np.uint8, 1, "levels 0/1"), ((0, 1), np.uint16, 1, "16-bit"),
+    ((0, 65535), np.uint16, 65535, "16-bit"), ((10, 200), np.uint8, 200, "levels 10/200"),
+])
+def test_two_level_masks_are_read_by_one_rule(tmp_path, values, dtype, lesion, note):
+    m = np.full((20, 30), values[0], dtype)
+    m[5:15, 10:20] = values[1]
+    cv2.imwrite(str(tmp_path / "m.png"), m)
+    got, said = read_binary_mask(tmp_path / "m.png")
+    assert got.sum() == 100 and got[10, 15]
+    assert (said is None) if note is None else (note in said)
+
+
+def test_a_label_map_or_a_single_grey_value_is_an_error_not_an_empty_mask(tmp_path):
+    labels = np.arange(200, dtype=np.uint8).reshape(10, 20) % 11  # values 0..10
+    cv2.imwrite(str(tmp_path / "labels.png"), labels)
+    with pytest.raises(InputError, match="label map"):
+        read_binary_mask(tmp_path / "labels.png")
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((10, 10), 7, np.uint8))
+    with pytest.raises(InputError, match="only the value 7"):
+        read_binary_mask(tmp_path / "grey.png")
+
+
+@pytest.mark.parametrize(("env", "words"), [({"SKINSEG_MAX_PIXELS": "abc"}, "SKINSEG_MAX_PIXELS='abc'"),
+                                            ({"SKINSEG_MAX_BYTES": "-1"}, "SKINSEG_MAX_BYTES='-1'")])
+def test_a_bad_environment_limit_is_one_usage_error_naming_it(tmp_path, env, words):
+    res = subprocess.run([sys.executable, "-m", "skinseg", "infer", str(SAMPLE), "-o", str(tmp_path / "o"), "-q"],
+                         capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    assert res.returncode == 2 and words in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_damaged_png_is_an_error_row_without_libpng_noise(tmp_path):
+    ok, buf = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = bytearray(buf.tobytes())
+    data[60] ^= 0xFF  # inside the IDAT chunk: its CRC no longer matches
+    (tmp_path / "crc.png").write_bytes(bytes(data))
+    res = subprocess.run([sys.executable, "-m", "skinseg", "infer", str(tmp_path / "crc.png"), "-o",
+                          str(tmp_path / "o"), "-q"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "libpng" not in res.stderr
+    assert "damaged PNG (CRC error in its IDAT chunk)" in (tmp_path / "o" / "results.csv").read_text()

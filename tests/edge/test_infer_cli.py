@@ -2,19 +2,30 @@
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from skinseg.cli import app
 from skinseg.shared.images import encode, read_image, read_mask
+from tests.cli_helpers import (
+    SAMPLE,
+    SAMPLES,
+    TEST256,
+    csv_rows,
+    invoke,
+    png_header_only,
+    run_skinseg,
+    runner,
+    small_png,
+)
 from tests.onnx_factory import expected_probability, make_model, stripes
 from tests.realdata import FULLRES
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -137,3 +148,115 @@ def test_seed_config_supplies_inputs_output_and_mask_options(tmp_path, model, im
     res = runner.invoke(app, ["infer", "--config", str(cfg), "--model", str(model), "-q", "--threshold", "0.3",
                               "-o", str(tmp_path / "flag-out")])
     assert json.loads((tmp_path / "flag-out" / "run.json").read_text())["engine"]["postprocess"]["threshold"] == 0.3
+
+
+def test_no_lock_file_stays_and_quiet_keeps_where_the_results_are(tmp_path):
+    res = run_skinseg("infer", str(SAMPLES), "-o", str(tmp_path / "out"), "-q", cwd=tmp_path)
+    assert res.returncode == 0
+    assert not list((tmp_path / "out").glob(".skinseg*.lock"))
+    assert res.stdout.strip().splitlines() == [f"results in {tmp_path / 'out'} (4 ok, 0 failed)"]
+    ev = run_skinseg("eval", "--images", str(TEST256), "-o", str(tmp_path / "ev"), "-q", "--worst", "0", cwd=tmp_path)
+    assert ev.returncode == 0 and ev.stdout.strip().splitlines()[-1].startswith(f"reports in {tmp_path / 'ev'}")
+
+
+def test_a_closed_pipe_or_a_full_stdout_is_not_a_failed_run(tmp_path):
+    for i in range(3):
+        out = tmp_path / f"pipe{i}"
+        res = subprocess.run(f"{sys.executable} -m skinseg infer {SAMPLES} -o {out} | head -c 10 >/dev/null; "
+                             "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+        assert res.stdout.strip() == "0", res.stderr
+        assert len(list((out / "masks").glob("*.png"))) == 4
+    if Path("/dev/full").exists():
+        with open("/dev/full", "w") as full:
+            res = subprocess.run([sys.executable, "-m", "skinseg", "infer", str(SAMPLES), "-o", str(tmp_path / "f")],
+                                 stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+        assert res.returncode == 0 and len(list((tmp_path / "f" / "masks").glob("*.png"))) == 4
+
+
+def test_a_scale_far_from_the_models_warns_with_the_figures(tmp_path):
+    res = run_skinseg("infer", str(SAMPLES / "ISIC_0000002.jpg"), "--scale", "native", "--no-tta", "-o",
+                  str(tmp_path / "o"), cwd=tmp_path)
+    assert res.returncode == 0
+    assert "--scale native: this model works at 256 px" in res.stderr and "tiles instead of 1" in res.stderr
+    quiet = run_skinseg("infer", str(SAMPLES / "ISIC_0000002.jpg"), "--scale", "300", "-o", str(tmp_path / "p"),
+                    cwd=tmp_path)
+    assert "works at 256 px" not in quiet.stderr  # within 2x: no warning
+
+
+def test_long_and_non_utf8_names_are_handled_not_fatal(tmp_path, model):
+    src = tmp_path / "in"
+    src.mkdir()
+    small_png(src / ("x" * 245 + ".png"))
+    bad = os.fsencode(str(src)) + b"/caf\xe9.png"  # Latin-1 name: not valid UTF-8
+    with open(bad, "wb") as fh:
+        fh.write(encode(".png", stripes(40, 60)))
+    small_png(src / "ok.png")
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["infer", str(src), "--model", str(model), "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = csv_rows(out / "results.csv")
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    assert any("\\xe9" in r["file"] for r in rows)
+    assert all(len(Path(r["mask"]).name.encode()) < 255 for r in rows)
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem in (b"caf\xe9", b"ok"):
+        base = os.fsencode(str(data)) + b"/" + stem
+        with open(base + b".png", "wb") as fh:
+            fh.write(encode(".png", stripes(40, 60)))
+        with open(base + b"_segmentation.png", "wb") as fh:
+            fh.write(encode(".png", np.zeros((40, 60), np.uint8)))
+    ev = runner.invoke(app, ["eval", "--images", str(data), "--model", str(model), "-o", str(tmp_path / "e"), "-q"])
+    assert ev.exit_code == 0, ev.output
+    assert len(csv_rows(tmp_path / "e" / "metrics.csv")) == 2
+
+
+def test_deduplicated_names_never_collide(tmp_path, model):
+    for name in ("X.png", "x.jpg", "x.bmp", "x~2.png"):
+        (tmp_path / name).write_bytes(encode(Path(name).suffix, stripes(40, 60, seed=len(name))))
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["infer", *[str(tmp_path / n) for n in ("X.png", "x.jpg", "x.bmp", "x~2.png")],
+                              "--model", str(model), "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    masks = [r["mask"] for r in csv_rows(out / "results.csv")]
+    assert len({m.lower() for m in masks}) == 4 and len(list((out / "masks").glob("*.png"))) == 4
+
+
+def test_flag_errors_are_reported_once(tmp_path, model):
+    small_png(tmp_path / "a.png")
+    for args, msg in ((["--blur", "1e9"], "blur"), (["--overlay-max", "-1"], "--overlay-max")):
+        res = runner.invoke(app, ["infer", str(tmp_path / "a.png"), "--model", str(model), *args,
+                                  "-o", str(tmp_path / "o"), "-q"], terminal_width=250)
+        assert res.exit_code == 2 and msg in res.output and not (tmp_path / "o" / "results.csv").exists()
+
+
+def test_results_cells_cannot_start_a_spreadsheet_formula(tmp_path, model):
+    small_png(tmp_path / "=HYPERLINK(1).png")
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["infer", str(tmp_path / "=HYPERLINK(1).png"), "--model", str(model),
+                               "-o", str(out), "-q"]).exit_code == 0
+    files = [r["file"] for r in csv_rows(out / "results.csv")]
+    assert not any(f.startswith("=") for f in files)
+
+
+def test_a_non_ascii_name_on_an_ascii_terminal_is_not_a_failure(tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    shutil.copy(SAMPLE, images / "läsion-é.jpg")
+    res = subprocess.run([sys.executable, "-m", "skinseg", "infer", str(images), "-o", str(tmp_path / "o")],
+                         capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii", "COLUMNS": "200"},
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "o" / "masks" / "läsion-é.png").is_file()
+
+
+def test_one_bad_image_among_good_ones_costs_one_row(tmp_path):
+    images = tmp_path / "i"
+    images.mkdir()
+    shutil.copy(SAMPLE, images)
+    png_header_only(images / "bomb.png", 40000, 40000)
+    res = invoke("infer", str(images), "-o", str(tmp_path / "o"), "-q")
+    assert res.exit_code == 1
+    rows = (tmp_path / "o" / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and sum(",ok," in r for r in rows) == 1

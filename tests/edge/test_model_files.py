@@ -2,22 +2,22 @@
 ORT-format conversion phones load keeps the metadata and the masks."""
 
 import json
-from pathlib import Path
+import shutil
 
 import numpy as np
 import onnx
 import pytest
-from typer.testing import CliRunner
 
 from skinseg import Segmenter
 from skinseg.cli import app
 from skinseg.inference import convert as conversion
 from skinseg.inference.model_files import FP32, INT8
+from skinseg.shared.images import encode
 from skinseg.shared.metadata import FORMAT_VERSION, ModelMetadata
+from tests.cli_helpers import ROOT, fake_run, runner
+from tests.onnx_factory import stripes
 
-ROOT = Path(__file__).resolve().parents[2]
 FULLRES = sorted((ROOT / "tests" / "data" / "isic" / "fullres" / "images").glob("*.jpg"))
-runner = CliRunner()
 
 
 @pytest.mark.parametrize("path", [FP32, INT8], ids=["fp32", "int8"])
@@ -89,3 +89,56 @@ def test_convert_refuses_a_failed_parity_and_writes_nothing(tmp_path, monkeypatc
     assert not list(tmp_path.iterdir())
     res = runner.invoke(app, ["convert", str(FP32), "--to", "tflite"])
     assert res.exit_code == 2 and "--to 'tflite'" in res.output
+
+
+def test_eval_with_a_config_scores_the_model_trained_from_it(tmp_path):
+    cfg, run = fake_run(tmp_path)
+    res = runner.invoke(app, ["eval", str(cfg), "-o", str(tmp_path / "ev")], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["models"]["model-int8"]["path"] == str(run / "model-int8.onnx")
+    assert f"model-int8 = {run / 'model-int8.onnx'}" in res.output  # the report names the file it scored
+
+
+def test_a_config_without_an_exported_model_is_refused_with_the_export_command(tmp_path):
+    cfg, run = fake_run(tmp_path, exported=False)
+    res = runner.invoke(app, ["eval", str(cfg)], terminal_width=250)
+    assert res.exit_code == 2 and f"skinseg export {run}" in res.output
+    img = tmp_path / "a.png"
+    img.write_bytes(encode(".png", stripes(40, 40)))
+    res = runner.invoke(app, ["infer", str(img), "--config", str(cfg)], terminal_width=250)
+    assert res.exit_code == 2 and "skinseg export" in res.output
+    cfg2 = tmp_path / "untrained.ini"
+    cfg2.write_text('[train]\nruns_dir = "runs"\n')
+    res = runner.invoke(app, ["infer", str(img), "--config", str(cfg2)], terminal_width=250)
+    assert res.exit_code == 2 and "skinseg train" in res.output and "--model int8" in res.output
+
+
+def test_model_may_be_a_run_folder_but_not_a_keras_checkpoint(tmp_path):
+    _, run = fake_run(tmp_path)
+    img = tmp_path / "a.png"
+    img.write_bytes(encode(".png", stripes(40, 40)))
+    res = runner.invoke(app, ["infer", str(img), "--model", str(run), "-o", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["engine"]["model"] == str(run / "model-int8.onnx")
+    res = runner.invoke(app, ["infer", str(img), "--model", str(run / "best.keras")], terminal_width=250)
+    assert res.exit_code == 2 and f"skinseg export {run}" in res.output and "protobuf" not in res.output
+
+
+def test_a_run_folders_default_on_the_cpu_is_the_faster_accepted_precision(tmp_path, monkeypatch):
+    from skinseg.inference import adapter, model_files
+    from skinseg.runner import models
+    from skinseg.shared.runfolder import RunFolder
+
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    rf = RunFolder(run)
+    shutil.copy(model_files.FP32, rf.model)
+    shutil.copy(model_files.INT8, rf.variant("int8"))
+    times = {rf.model.name: 1.0, rf.variant("int8").name: 2.0}  # INT8 slower here (a tiny model, no VNNI)
+    monkeypatch.setattr(adapter.ModelAdapter, "latency_ms", lambda self, runs=20: times[self.model_path.name])
+    assert models.faster_on_cpu(rf) == rf.model
+    times[rf.variant("int8").name] = 0.5
+    assert models.faster_on_cpu(rf) == rf.variant("int8")
+    rf.variant("int8").unlink()  # only FP32 exported (or INT8 refused by the gate)
+    assert models.faster_on_cpu(rf) == rf.model
