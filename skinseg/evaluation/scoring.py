@@ -11,9 +11,10 @@ import numpy as np
 
 from skinseg.inference.postprocess import postprocess
 from skinseg.inference.segmenter import Segmenter
+from skinseg.runner.encodings import mask_png
 from skinseg.shared import files
 from skinseg.shared.errors import InputError
-from skinseg.shared.images import encode, read_binary_mask
+from skinseg.shared.images import read_binary_mask
 from skinseg.shared.metrics import METRICS, aggregate, scores
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
@@ -101,7 +102,7 @@ def evaluate_model(seg: Segmenter, label: str, pairs: list[tuple[Path, Path]], s
             res.worst.sort(key=lambda w: w[0])
             del res.worst[worst_n:]
         if save_masks is not None:
-            files.write_bytes(save_masks / f"{name}.png", encode(".png", pred.mask))
+            files.write_bytes(save_masks / f"{name}.png", mask_png(pred.mask))  # the PNG infer writes
         if on_item:
             on_item()
     res.summary = aggregate(res.ok)
