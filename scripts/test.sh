@@ -3,7 +3,9 @@
 #  1. an edge venv (.venv-edge: skinseg[cpu,test,ray,serve], no TensorFlow) runs the inference-side
 #     tests, proving infer/eval/bench/serve work where TensorFlow is not installed (the serve page is
 #     tested in Debian's chromium, installed here where missing);
-#  2. the full venv (.venv: skinseg[cpu,train,test]) runs the training-side tests.
+#  2. an OpenVINO venv (.venv-ov: skinseg[openvino,test]; onnxruntime-openvino ships the onnxruntime
+#     module, so it cannot share a venv with [cpu]) runs the provider tests on the OpenVINO EP;
+#  3. the full venv (.venv: skinseg[cpu,train,test]) runs the training-side tests.
 # The reference Node.js client (clients/js) is tested against `skinseg infer` in step 1: Node.js comes
 # from Debian where missing, its packages from npm (onnxruntime-node's CPU build ships in the package;
 # ONNXRUNTIME_NODE_INSTALL=skip stops its post-install step fetching CUDA binaries).
@@ -32,6 +34,10 @@ echo "== edge environment (no TensorFlow) =="
 setup .venv-edge cpu,test,ray,serve
 SKINSEG_EDGE_ENV=1 .venv-edge/bin/python -m pytest tests/edge -q -p no:cacheprovider
 .venv-edge/bin/ruff check skinseg tests scripts benchmarks
+
+echo "== OpenVINO environment (onnxruntime-openvino instead of onnxruntime: its own venv) =="
+setup .venv-ov openvino,test
+.venv-ov/bin/python -m pytest tests/edge/test_providers.py -q -p no:cacheprovider
 
 echo "== training environment =="
 setup .venv cpu,train,test

@@ -172,6 +172,9 @@ def bench(
     stages: Annotated[bool, typer.Option("--stages", help="Time per image by stage of infer's path (decode, "
                                          "model, post-processing, outputs) and each stage's share.")] = False,
     overlay_max: Annotated[int | None, typer.Option(help="With --stages: overlay long side, as infer's.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Per-tile time of the model (default: both shipped "
+                                          "precisions) under every CPU-side provider, graph level and precision "
+                                          "available here.")] = False,
     engine: Any = None,
 ) -> None:
     """Time the engine as infer runs it: per-tile latency, megapixels/s, time by stage (--stages).
@@ -179,10 +182,11 @@ def bench(
     [dim]Examples:[/]
       skinseg bench --stages --image my-images/
       skinseg bench --model fp32 --size 4288x2848
+      skinseg bench --compare                        # FP32 vs INT8 vs providers on this CPU
     """
     from skinseg.commands.bench import run
 
-    run(model, provider, engine, image, size, repeat, stages, overlay_max)
+    run(model, provider, engine, image, size, repeat, stages, overlay_max, compare)
 
 
 @app.command()

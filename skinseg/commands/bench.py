@@ -115,8 +115,43 @@ def parse_size(size: str) -> tuple[int, int]:
     return h, w
 
 
+def compare(models: list[Path], threads: int, batch: int, repeat: int) -> list[list[str]]:
+    """Per-tile milliseconds of each model under each CPU-side setting available here: the CPU EP at
+    graph levels extended and all, the OpenVINO EP (fp32, and bf16 where the CPU has bf16 units)."""
+    import onnxruntime as ort
+
+    from skinseg.inference.adapter import ModelAdapter
+    from skinseg.shared.system import has_bf16
+
+    settings = [("cpu", "extended", "fp32"), ("cpu", "all", "fp32")]
+    if "OpenVINOExecutionProvider" in ort.get_available_providers():
+        settings.append(("openvino", "all", "fp32"))
+        if has_bf16():
+            settings.append(("openvino", "all", "bf16"))
+    rows: list[tuple[str, str, str, str, float]] = []
+    for path in models:
+        for provider, level, precision in settings:
+            adapter = ModelAdapter(path, provider, threads=threads, graph_opt=level, precision=precision)
+            n = batch or max(1, min(16, 512 * 512 // (adapter.tile[0] * adapter.tile[1])))
+            x = adapter.to_model_input(np.random.default_rng(0).integers(0, 256, (n, *adapter.tile, 3), np.uint8))
+            for _ in range(3):
+                adapter.run(x)
+            times = []
+            for _ in range(max(5, repeat)):
+                t = time.perf_counter()
+                adapter.run(x)
+                times.append(time.perf_counter() - t)
+            ms = 1000 * statistics.median(times) / n
+            label = adapter.providers[0].removesuffix("ExecutionProvider")
+            kind = adapter.spec.metadata.provenance.get("precision", "")
+            shown = f"{kind or precision} + bf16" if precision == "bf16" else kind or precision
+            rows.append((path.name, label, level if provider == "cpu" else "-", shown, ms))
+    best = min(r[4] for r in rows)
+    return [[m, p, g, pr, f"{ms:.2f}", f"{ms / best:.2f}x"] for m, p, g, pr, ms in rows]
+
+
 def run(model: Path | None, provider: str, engine: EngineOptions, image: Path | None, size: str,
-        repeat: int, stages: bool = False, overlay_max: int | None = None) -> None:
+        repeat: int, stages: bool = False, overlay_max: int | None = None, compare_settings: bool = False) -> None:
     """The command: time the engine as infer runs it and print the figures; with `stages`, where an
     image's time goes in infer's path (on --image: a file or a folder of the user's own images)."""
     from skinseg import ui
@@ -129,6 +164,17 @@ def run(model: Path | None, provider: str, engine: EngineOptions, image: Path | 
         raise SkinsegError(f"--repeat {repeat}: must be at least 1")
     if image is not None and not image.exists():
         raise SkinsegError(f"--image {image}: no such file or folder")
+    if compare_settings:
+        from skinseg.inference.model_files import shipped_models
+        from skinseg.shared.system import cpu_flags
+
+        models = [choose_model(model, None, "cpu")] if model else list(shipped_models().values())
+        with ui.console.status("timing every model under every CPU-side setting..."):
+            rows = compare([m for m in models if m is not None], engine.threads, engine.batch, repeat)
+        feats = " ".join(f for f in ("avx2", "avx512_vnni", "amx_int8", "amx_bf16") if f in cpu_flags())
+        ui.table(f"skinseg bench --compare: ms per tile on this CPU ({feats or 'no AVX2'})",
+                 ["model", "provider", "graph", "precision", "ms/tile", "vs fastest"], rows, right=(4, 5))
+        return
     seg = Segmenter(choose_model(model, None, provider), provider, engine)
     title = f"{seg.model_path.name} at working scale {seg.scale or 'native'}, {', '.join(seg.providers[:1])}"
     with tempfile.TemporaryDirectory(prefix="skinseg-bench-") as tmp:

@@ -39,7 +39,7 @@ def report() -> dict[str, Any]:
     """Versions, providers, GPU libraries and CPU features, as plain data."""
     from skinseg import __version__
 
-    runtimes = {d: _version(d) for d in ("onnxruntime", "onnxruntime-gpu") if _version(d)}
+    runtimes = {d: _version(d) for d in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino") if _version(d)}
     providers: list[str] = []
     try:
         import onnxruntime as ort
@@ -78,10 +78,14 @@ def problems(rep: dict[str, Any]) -> list[str]:
     out = []
     runtimes = rep["onnxruntime builds installed"]
     if isinstance(runtimes, dict) and len(runtimes) > 1:
-        out.append("both onnxruntime and onnxruntime-gpu are installed; they share one module and break "
-                   "each other: pip uninstall -y onnxruntime onnxruntime-gpu, then install one extra")
+        out.append(f"{' and '.join(runtimes)} are installed; they share one module (onnxruntime) and break each "
+                   f"other: pip uninstall -y {' '.join(runtimes)}, then install one of the cpu, gpu, openvino extras")
     if not isinstance(runtimes, dict):
-        out.append(f"no ONNX Runtime installed: {install_hint('cpu')} (or the gpu extra)")
+        out.append(f"no ONNX Runtime installed: {install_hint('cpu')} (or the gpu or openvino extra)")
+    if isinstance(runtimes, dict) and "onnxruntime-openvino" in runtimes and \
+            "OpenVINOExecutionProvider" not in rep["providers available"]:
+        out.append("onnxruntime-openvino is installed but its OpenVINO execution provider is not available: "
+                   "reinstall it alone (pip uninstall -y onnxruntime onnxruntime-openvino, then the openvino extra)")
     gpu_build = isinstance(runtimes, dict) and "onnxruntime-gpu" in runtimes
     if gpu_build and str(rep.get("nvidia driver", "none")).startswith("none"):
         out.append("onnxruntime-gpu is installed but this machine has no NVIDIA driver: it runs on the CPU "

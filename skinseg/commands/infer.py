@@ -14,6 +14,7 @@ from skinseg.inference.tiling import count_tiles
 from skinseg.runner.batch import BatchRun
 from skinseg.runner.encodings import check_overlay_max
 from skinseg.runner.jobs import Job, RunSummary, parse_shard, plan_jobs
+from skinseg.runner.models import provider_notes
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.files import shown
 from skinseg.shared.scale import working_size
@@ -123,6 +124,8 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")
         ui.info(f"  model {ui.escape(d['model'])} ({d['spec']['input']}, tile {d['tile']}, scale {d['scale']})")
         ui.info(f"  providers {', '.join(seg.providers)}" + ("  (auto)" if provider == "auto" else ""))
+        for line in provider_notes(seg):
+            ui.info(f"  {ui.escape(line)}")
     options = {"inputs": list(map(str, inputs)), "recursive": recursive, "provider": provider, "ray": ray,
                "engine": engine.as_dict()}
     executor = None

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from skinseg.inference.model_files import resolve_model
-from skinseg.inference.session import create_session
+from skinseg.inference.session import GPU_PROVIDERS, create_session
 from skinseg.inference.spec import ModelSpec, read_spec
 from skinseg.shared.errors import ModelError, SkinsegError, first_line
 from skinseg.shared.files import sha256_file
@@ -34,17 +34,24 @@ class ModelAdapter:
         tta: average over horizontal, vertical and double flips.
         output_kind: override how the output is read: probability, logits or softmax.
         input_max: float models only: the value pixel 255 maps to (1.0 for [0,1], 255 for [0,255]).
-        threads, graph_opt: ONNX Runtime intra-op threads (0 = all cores) and optimisation level.
+        threads, graph_opt: ONNX Runtime intra-op threads (0 = all cores) and optimisation level ('auto':
+            measured for INT8 models on the CPU EP, see tuning.py).
         io_binding: bind inputs/outputs explicitly (default: on when CUDA is active).
+        precision: fp32, or bf16 through the OpenVINO EP on CPUs with bf16 units.
+    With provider 'auto' and the OpenVINO EP installed (no GPU), the faster of it and the CPU EP on this
+    machine is used, measured once and cached; `choice` says what was measured.
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto", *,
                  tile: tuple[int, int] | int | None = None, tta: bool = False, output_kind: str | None = None,
                  input_max: float | None = None, threads: int = 0, graph_opt: str = "all",
-                 io_binding: bool | None = None) -> None:
+                 io_binding: bool | None = None, precision: str = "fp32") -> None:
         self.model_path = resolve_model(model, provider)
-        self.session, self.providers = create_session(self.model_path, provider, threads, graph_opt)
+        self.precision, self.threads = precision, threads
+        self.graph_opt = "all" if graph_opt == "auto" else graph_opt
+        self.session, self.providers = create_session(self.model_path, provider, threads, self.graph_opt, precision)
         self.spec: ModelSpec = read_spec(self.session, str(self.model_path))
+        self.choice: str | None = None  # what auto measured, in words
         if output_kind:  # checked by EngineOptions
             self.spec.output_kind = output_kind
         if input_max:
@@ -53,6 +60,45 @@ class ModelAdapter:
         self.tta = tta
         self.io_binding = "CUDAExecutionProvider" in self.providers if io_binding is None else io_binding
         self._sha256: str | None = None
+        if not self.on_gpu:
+            self._choose(provider, graph_opt)
+
+    def _choose(self, provider: str, graph_opt: str) -> None:
+        """Measure the CPU-side candidates that `auto` leaves open and keep the fastest (cached)."""
+        import onnxruntime as ort
+
+        from skinseg.inference import tuning
+
+        candidates: dict[str, tuple[str, str]] = {}
+        int8 = self.spec.metadata.provenance.get("precision") == "int8"
+        if provider in ("auto", "cpu"):
+            for level in (("extended", "all") if graph_opt == "auto" and int8 else (self.graph_opt,)):
+                candidates[f"CPUExecutionProvider, graph {level}"] = ("cpu", level)
+        if provider == "auto" and "OpenVINOExecutionProvider" in ort.get_available_providers() and \
+                self.precision == "fp32":
+            candidates["OpenVINOExecutionProvider"] = ("openvino", "all")
+        if len(candidates) < 2:
+            return
+        sessions = {(provider if provider == "cpu" else "cpu", self.graph_opt): (self.session, self.providers)}
+
+        def timing(which: tuple[str, str]):
+            def measure() -> float:
+                if which not in sessions:
+                    sessions[which] = create_session(self.model_path, which[0], self.threads, which[1], self.precision)
+                self.session, self.providers = sessions[which]
+                return self.latency_ms(runs=10)
+            return measure
+
+        key = {"model": self.sha256, "threads": self.threads, "tile": list(self.tile), "precision": self.precision}
+        label, ms, cached = tuning.choose(key, {k: timing(v) for k, v in candidates.items()})
+        which = candidates[label]
+        if which not in sessions:
+            sessions[which] = create_session(self.model_path, which[0], self.threads, which[1], self.precision)
+        self.session, self.providers = sessions[which]
+        self.graph_opt = which[1]
+        figures = ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items())
+        when = "measured earlier on this machine" if cached else "measured now"
+        self.choice = f"{label} ({when}: {figures} per tile)"
 
     def _fit_tile(self, asked: tuple[int, int] | None) -> tuple[int, int]:
         fixed = self.spec.tile
@@ -63,7 +109,7 @@ class ModelAdapter:
 
     @property
     def on_gpu(self) -> bool:
-        return self.providers[0] != "CPUExecutionProvider"
+        return self.providers[0] in GPU_PROVIDERS
 
     def latency_ms(self, runs: int = 20) -> float:
         """Median milliseconds of one single-tile session run, after warm-up."""

@@ -188,8 +188,13 @@ class EngineOptions:
         check=_between(0, 1024, "must be 0 (all cores) to 1024", integer=True),
         help="ONNX Runtime intra-op threads (0 = all cores).")
     graph_opt: str = option(
-        "all", flag="--graph-opt", cli=str, cli_default="all", check=_one_of(_graph_levels),
-        help="ONNX Runtime graph optimisation: disable | basic | extended | all.")
+        "auto", flag="--graph-opt", cli=str, cli_default="auto", check=_one_of(_graph_levels),
+        help="ONNX Runtime graph optimisation: auto | disable | basic | extended | all (auto: all, or for "
+             "INT8 models on the CPU the faster of extended and all, measured once on this machine).")
+    precision: str = option(
+        "fp32", flag="--precision", cli=str, cli_default="fp32", check=_one_of(("fp32", "bf16")),
+        help="fp32, or bf16 on CPUs with AMX or AVX-512 BF16 through --provider openvino "
+             "(masks checked against fp32 in docs/providers.md).")
     reduced_decode: bool = option(
         True, flag="--exact-decode", cli=bool, cli_default=False, parse=lambda exact: not exact,
         help="Decode JPEGs at full size, never at 1/2-1/8 (slower; the model contract's reference path).")

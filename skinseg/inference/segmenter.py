@@ -20,6 +20,7 @@ import numpy as np
 from skinseg.inference.adapter import ModelAdapter
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.postprocess import PostProcess, postprocess
+from skinseg.inference.session import openvino_cache
 from skinseg.inference.spec import ModelSpec
 from skinseg.inference.tiling import count_tiles, sliding_window
 from skinseg.shared import scale as scaling
@@ -74,7 +75,7 @@ class Segmenter:
         o = self.options
         self.adapter = ModelAdapter(model, provider, tile=o.tile, output_kind=o.output_kind,
                                     input_max=o.input_max, threads=o.threads, graph_opt=o.graph_opt,
-                                    io_binding=o.io_binding)
+                                    io_binding=o.io_binding, precision=o.precision)
         self.adapter.tta = self.spec.metadata.tta if o.tta is None else o.tta
         tiling = self.spec.metadata.tiling
         self.overlap = float(tiling["overlap"]) if o.overlap is None else o.overlap
@@ -132,6 +133,10 @@ class Segmenter:
             "tta": self.tta,
             "postprocess": self.post.as_dict(),
             "io_binding": self.adapter.io_binding,
+            "graph_opt": self.adapter.graph_opt,
+            "precision": self.options.precision,
+            "provider_choice": self.adapter.choice,
+            "compiled_model_cache": str(openvino_cache()) if self.providers[0] == "OpenVINOExecutionProvider" else None,
             "spec": self.spec.describe(),
         }
 
@@ -141,7 +146,7 @@ class Segmenter:
         values = self.options.as_dict() | {
             "tile": f"{self.tile[0]}x{self.tile[1]}", "scale": self.scale, "overlap": self.overlap, "batch": self.batch,
             "tta": self.tta, "io_binding": self.adapter.io_binding, "output_kind": spec.output_kind,
-            "input_max": spec.input_max} | self.post.as_dict()
+            "input_max": spec.input_max, "graph_opt": self.adapter.graph_opt} | self.post.as_dict()
         return {name: values[name] for name in EngineOptions.names()}
 
     def fingerprint(self) -> dict[str, Any]:

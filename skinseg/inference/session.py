@@ -1,15 +1,21 @@
 """ONNX Runtime sessions: provider choice that is checked, not assumed.
 
-ONNX Runtime silently falls back to the CPU when a requested provider's libraries are missing,
-so after creating a session we compare what is active with what was asked for.
+ONNX Runtime silently falls back to the CPU when a requested provider's libraries are missing, or
+when the OpenVINO execution provider refuses one of its options (it logs an error and runs on the CPU
+EP), so after creating a session we compare what is active with what was asked for, and say what the
+provider refused, from ONNX Runtime's own log line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import re
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from skinseg.shared.errors import SkinsegError, first_line
@@ -30,7 +36,10 @@ ALIASES = {
 # engines takes minutes on first use; ask for it explicitly.
 AUTO_ORDER = ["CUDAExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider",
               "DmlExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider"]
-GRAPH_OPT = ("disable", "basic", "extended", "all")
+GRAPH_OPT = ("auto", "disable", "basic", "extended", "all")  # auto: measured per model and machine (tuning.py)
+PRECISIONS = ("fp32", "bf16")
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
+                 "MIGraphXExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider")
 # Libraries onnxruntime-gpu 1.2x/1.3x loads for CUDA 12/13 and cuDNN 9 (checked by `doctor`).
 CUDA_LIBS = {
     "CUDA runtime": ["libcudart.so.13", "libcudart.so.12"],
@@ -114,19 +123,84 @@ def _missing_reason(provider: str) -> str:
     return "ONNX Runtime could not initialise it (no GPU visible? check nvidia-smi and `skinseg doctor`)"
 
 
+def openvino_cache() -> Path:
+    """Where the OpenVINO execution provider keeps compiled models (the second start loads them)."""
+    from skinseg.shared.system import cache_dir
+
+    return cache_dir("openvino")
+
+
+def openvino_options(threads: int, precision: str) -> dict[str, str]:
+    """The OpenVINO EP's options: the CPU device, threads, the compiled-model cache and the precision
+    hint the CPU plugin takes (its own `precision` option accepts only FP32 on the CPU)."""
+    opts = {"device_type": "CPU", "cache_dir": str(openvino_cache()),
+            "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}})}
+    if threads:
+        opts["num_of_threads"] = str(threads)
+    return opts
+
+
+def check_precision(precision: str, provider: str) -> None:
+    """bf16 runs through the OpenVINO EP on CPUs that compute it in hardware; say so otherwise."""
+    if precision == "fp32":
+        return
+    from skinseg.shared.system import has_bf16
+
+    if provider_name(provider) != "OpenVINOExecutionProvider":
+        raise SkinsegError(f"--precision {precision} runs on the OpenVINO execution provider: add --provider openvino "
+                           f"({install_hint('openvino')})")
+    if not has_bf16():
+        raise SkinsegError(f"--precision {precision}: this CPU has no bf16 units (AMX or AVX-512 BF16), so bf16 would "
+                           "be emulated and slower than fp32; leave --precision out")
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """What native code writes to stderr inside the block (ONNX Runtime's log of a refused provider),
+    kept out of the terminal and handed back as lines."""
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield lines
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+
+
+def _refusal(lines: list[str]) -> str | None:
+    """ONNX Runtime's own reason, from its error lines, without colour codes and source locations."""
+    for line in lines:
+        clean = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        if "[ERROR]" in clean or " [E:" in clean:
+            text = clean.split("[ERROR]", 1)[-1] if "[ERROR]" in clean else clean.rsplit("] ", 1)[-1]
+            return text.replace("[OpenVINO]", "").strip()[:300]
+    return None
+
+
 def create_session(model: str | os.PathLike[str], provider: str = "auto", threads: int = 0,
-                   graph_opt: str = "all"):
+                   graph_opt: str = "all", precision: str = "fp32"):
     """Create an InferenceSession and verify the active providers.
 
     Args:
         model: path to an .onnx file.
-        provider: 'auto', a short name (cpu, cuda, tensorrt...) or a full ONNX Runtime provider name.
+        provider: 'auto', a short name (cpu, cuda, openvino, tensorrt...) or a full ONNX Runtime provider name.
         threads: intra-op threads (0 = ONNX Runtime's default, all cores).
-        graph_opt: graph optimisation level: disable, basic, extended or all.
+        graph_opt: graph optimisation level: disable, basic, extended or all ('auto' is resolved by the
+            caller; here it means all).
+        precision: fp32, or bf16 (OpenVINO EP on CPUs with bf16 units).
     Returns:
         (session, active_providers).
     """
     ort = _ort()
+    check_precision(precision, provider)
     path = Path(model)
     if not path.is_file():
         raise SkinsegError(f"model file not found: {path}; pass --model PATH to an .onnx file")
@@ -142,10 +216,11 @@ def create_session(model: str | os.PathLike[str], provider: str = "auto", thread
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "auto": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[graph_opt]
     opts.log_severity_level = 3
     available = ort.get_available_providers()
-    on_cpu = provider == "cpu" or (provider == "auto" and not any(p in available for p in AUTO_ORDER[:-1]))
+    on_cpu = provider in ("cpu", "openvino") or (provider == "auto" and not any(p in available for p in GPU_PROVIDERS))
     # The memory-pattern planner preallocates one block for all activations: on the CPU it cost a
     # DeepLabV3+ 512x512 tile 720 MB peak instead of 413 MB, at the same speed.
     opts.enable_mem_pattern = not on_cpu
@@ -157,10 +232,12 @@ def create_session(model: str | os.PathLike[str], provider: str = "auto", thread
             wanted.append("CPUExecutionProvider")
     if any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in wanted):
         _preload_gpu_libraries()
+    requested: list = [(p, openvino_options(threads, precision)) if p == "OpenVINOExecutionProvider" else p
+                       for p in wanted]
     try:
-        with warnings.catch_warnings():  # ORT warns about missing providers; we check and report below
+        with warnings.catch_warnings(), _native_stderr() as log:  # checked and reported below
             warnings.simplefilter("ignore", UserWarning)
-            session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=requested)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
         text = str(exc)
         if "opset" in text.lower():  # say it in the words that help, not a C++ signature
@@ -175,8 +252,10 @@ def create_session(model: str | os.PathLike[str], provider: str = "auto", thread
         raise SkinsegError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from exc
     active = session.get_providers()
     if provider != "auto" and wanted[0] not in active:
+        why = _refusal(log) if wanted[0] in ort.get_available_providers() else None
         raise SkinsegError(
-            f"--provider {provider} requested but {wanted[0]} is not active ({_missing_reason(wanted[0])}); "
+            f"--provider {provider} requested but {wanted[0]} is not active "
+            f"({f'it refused: {why}' if why else _missing_reason(wanted[0])}); "
             "use --provider cpu or fix the install (`skinseg doctor` lists what is missing)"
         )
     return session, active

@@ -11,6 +11,7 @@ from pathlib import Path
 from skinseg.inference.adapter import ModelAdapter
 from skinseg.inference.model_files import gpu_wanted
 from skinseg.inference.options import EngineOptions
+from skinseg.inference.segmenter import Segmenter
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.runfolder import RunFolder
 
@@ -70,3 +71,12 @@ def config_engine(config: Path | None, engine: EngineOptions) -> EngineOptions:
     cfg = load_config(config)
     return engine.with_(threshold=cfg.mask.threshold if engine.threshold is None else engine.threshold,
                         blur=cfg.blur_sigma if engine.blur is None else engine.blur)
+
+
+def provider_notes(seg: Segmenter) -> list[str]:
+    """What auto measured and where OpenVINO keeps its compiled models, when either applies."""
+    d = seg.describe()
+    notes = [f"auto chose {d['provider_choice']}"] if d["provider_choice"] else []
+    if d["compiled_model_cache"]:
+        notes.append(f"OpenVINO compiled-model cache {d['compiled_model_cache']} (the next start loads from it)")
+    return notes

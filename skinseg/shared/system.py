@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import resource
 import signal
@@ -45,6 +46,33 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_bf16() -> bool:
+    """Whether the CPU computes bf16 in hardware (AMX or AVX-512 BF16); elsewhere bf16 is emulated."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def cache_dir(*parts: str) -> Path:
+    """skinseg's cache folder (SKINSEG_CACHE, else XDG_CACHE_HOME/skinseg: the system temp folder unless
+    you set one, see skinseg/__init__.py), created on first use."""
+    base = os.environ.get("SKINSEG_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "skinseg")
+    path = Path(base, *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def peak_rss_mb() -> float:

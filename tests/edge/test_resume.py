@@ -141,7 +141,8 @@ def test_ctrl_c_or_sigterm_writes_results_marks_run_and_prints_the_resume_comman
 OTHER_VALUES = {"tile": [(32, 32), (48, 48)], "scale": [48, 40], "overlap": [0.25, 0.125], "tta": [True, False],
                 "threshold": [0.3, 0.7], "keep": ["all", "largest"], "min_area": [5, 9],
                 "fill_holes": [False, True], "blur": [1.5, 2.5], "graph_opt": ["basic", "extended"],
-                "reduced_decode": [False, True], "output_kind": ["logits", "probability"], "input_max": [2.0, 3.0]}
+                "reduced_decode": [False, True], "output_kind": ["logits", "probability"], "input_max": [2.0, 3.0],
+                "precision": ["bf16", "fp32"]}
 
 
 def test_every_option_declared_to_change_pixels_has_a_resume_check():
@@ -164,7 +165,11 @@ def test_resume_refuses_outputs_made_with_another_value_of_any_pixel_option(tmp_
     BatchRun(first, out).run(plan_jobs([image]))
     value = next(v for v in OTHER_VALUES[name] if v != first.effective()[name] and
                  (name != "tile" or f"{v[0]}x{v[1]}" != first.effective()["tile"]))
-    second = Segmenter(model, "cpu", first.options.with_(**{name: value}))
+    if name == "precision":  # bf16 needs the OpenVINO EP and bf16 units: the run is as if made with them
+        second = Segmenter(model, "cpu", first.options)
+        second.options = EngineOptions(**(first.options.as_dict() | {name: value}))
+    else:
+        second = Segmenter(model, "cpu", first.options.with_(**{name: value}))
     with pytest.raises(SkinsegError, match=f"made with another {name}"):
         BatchRun(second, out, resume=True).run(plan_jobs([image]))
     BatchRun(Segmenter(model, "cpu", first.options), out, resume=True).run(plan_jobs([image]))  # same: resumes

@@ -148,7 +148,7 @@ def run_serve(model: Path | None, provider: str, engine: EngineOptions, *, host:
     from skinseg.commands.serve.protocol import Guard, protocol_class
     from skinseg.inference.segmenter import Segmenter
     from skinseg.runner.encodings import check_overlay_max
-    from skinseg.runner.models import choose_model
+    from skinseg.runner.models import choose_model, provider_notes
     from skinseg.shared.images import max_pixels as reader_max_pixels
     from skinseg.shared.system import large_allocations_from_the_system
 
@@ -186,6 +186,8 @@ def run_serve(model: Path | None, provider: str, engine: EngineOptions, *, host:
         seg = Segmenter(choose_model(model, None, provider), provider, engine)
         ui.out.print(f"skinseg serve {address}  model {ui.escape(str(seg.model_path))} "
                      f"({', '.join(seg.providers[:1])}, {workers} workers, queue {queue})", soft_wrap=True)
+        for line in provider_notes(seg):
+            ui.out.print(f"  {ui.escape(line)}", soft_wrap=True)
         if key is None and host not in LOOPBACK:
             ui.warn("--insecure-no-auth: anyone who can reach this address can use the service")
         settings = app.Settings(workers=workers, queue=queue, max_upload_mb=max_upload_mb, max_pixels=pixels,
