@@ -20,7 +20,6 @@ import numpy as np
 from skinseg.inference.adapter import ModelAdapter
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.postprocess import PostProcess, postprocess
-from skinseg.inference.session import openvino_cache
 from skinseg.inference.spec import ModelSpec
 from skinseg.inference.tiling import count_tiles, sliding_window
 from skinseg.shared import scale as scaling
@@ -136,7 +135,6 @@ class Segmenter:
             "graph_opt": self.adapter.graph_opt,
             "precision": self.options.precision,
             "provider_choice": self.adapter.choice,
-            "compiled_model_cache": str(openvino_cache()) if self.providers[0] == "OpenVINOExecutionProvider" else None,
             "spec": self.spec.describe(),
         }
 

@@ -123,17 +123,12 @@ def _missing_reason(provider: str) -> str:
     return "ONNX Runtime could not initialise it (no GPU visible? check nvidia-smi and `skinseg doctor`)"
 
 
-def openvino_cache() -> Path:
-    """Where the OpenVINO execution provider keeps compiled models (the second start loads them)."""
-    from skinseg.shared.system import cache_dir
-
-    return cache_dir("openvino")
-
-
 def openvino_options(threads: int, precision: str) -> dict[str, str]:
-    """The OpenVINO EP's options: the CPU device, threads, the compiled-model cache and the precision
-    hint the CPU plugin takes (its own `precision` option accepts only FP32 on the CPU)."""
-    opts = {"device_type": "CPU", "cache_dir": str(openvino_cache()),
+    """The OpenVINO EP's options: the CPU device, threads and the precision hint the CPU plugin takes
+    (its own `precision` option accepts only FP32 on the CPU). No compiled-model cache: with
+    onnxruntime-openvino 1.24 the EP rewrote its blob on every start and started no faster (the seed's
+    ResNet50 INT8 compiles in 0.5-0.8 s either way on the developers' Xeon; docs/providers.md)."""
+    opts = {"device_type": "CPU",
             "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}})}
     if threads:
         opts["num_of_threads"] = str(threads)

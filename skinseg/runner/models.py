@@ -74,9 +74,8 @@ def config_engine(config: Path | None, engine: EngineOptions) -> EngineOptions:
 
 
 def provider_notes(seg: Segmenter) -> list[str]:
-    """What auto measured and where OpenVINO keeps its compiled models, when either applies."""
-    d = seg.describe()
-    notes = [f"auto chose {d['provider_choice']}"] if d["provider_choice"] else []
-    if d["compiled_model_cache"]:
-        notes.append(f"OpenVINO compiled-model cache {d['compiled_model_cache']} (the next start loads from it)")
-    return notes
+    """What auto measured (and where that choice is kept), when it applies."""
+    from skinseg.shared.system import cache_dir
+
+    choice = seg.adapter.choice
+    return [f"auto chose {choice}; kept in {cache_dir() / 'choices.json'}"] if choice else []

@@ -76,19 +76,6 @@ def test_openvino_masks_agree_with_the_cpu_ep(model, least):
 
 
 @needs_openvino
-def test_the_compiled_model_cache_is_one_file_per_model_kept_across_starts(tmp_path):
-    cache = tmp_path / "cache" / "openvino"
-    Segmenter("fp32", "openvino")
-    blobs = sorted(p.name for p in cache.rglob("*") if p.is_file())
-    assert len(blobs) == 1, "OpenVINO wrote no compiled model into the cache"
-    second = Segmenter("fp32", "openvino")
-    Segmenter("int8", "openvino")
-    after = sorted(p.name for p in cache.rglob("*") if p.is_file())
-    assert set(blobs) < set(after) and len(after) == 2  # the same file for the same model, one more for another
-    assert second.describe()["compiled_model_cache"] == str(cache)
-
-
-@needs_openvino
 def test_auto_measures_the_installed_cpu_side_providers_and_keeps_the_faster():
     seg = Segmenter("fp32", "auto")
     choice = seg.adapter.choice
