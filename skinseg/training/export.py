@@ -26,6 +26,7 @@ import numpy as np
 
 from skinseg import __version__, ui
 from skinseg.inference.int8 import Gate, calibration_tiles, check_limit, check_target, gate, quantize_file
+from skinseg.inference.parity import Parity, compare
 from skinseg.shared import files
 from skinseg.shared.dataset import collect_images, config_split, locate_split, split_pairs
 from skinseg.shared.errors import SkinsegError
@@ -33,7 +34,6 @@ from skinseg.shared.metadata import DEFAULT_POSTPROCESS, ModelMetadata
 from skinseg.shared.runfolder import RunFolder
 from skinseg.shared.scale import DEFAULT_RESIZE
 
-PARITY_TOL = 1e-4
 TTA_GAIN = 0.3  # validation mean-Jaccard points flip TTA must gain for the model to ask for it
 MIN_OPSET, MAX_OPSET = 13, 21
 
@@ -401,11 +401,11 @@ class Exporter:
         self.note = f"{tool}, opset {_opset(self.onnx_model)}, IR {self.onnx_model.ir_version}"
         return self.save("fp32", self.onnx_model)
 
-    def parity(self, path: Path) -> float:
+    def parity(self, path: Path) -> Parity:
         from skinseg.inference.adapter import ModelAdapter
 
-        out = ModelAdapter(path, "cpu").run(self.probe)
-        return float(np.abs(out - self.keras_out).max())
+        return compare(self.keras_out, ModelAdapter(path, "cpu").run(self.probe),
+                       self.meta.threshold or 0.5)
 
     @step("parity vs Keras")
     def verify_parity(self) -> None:
@@ -416,11 +416,12 @@ class Exporter:
             probe = np.concatenate([probe, real])
         self.probe = probe
         self.keras_out = self.model.predict(probe.astype(np.float32), verbose=0, batch_size=8)
-        self.diff = self.parity(self.pending["fp32"])
-        if self.diff > PARITY_TOL:
-            raise SkinsegError(f"export parity failed: ONNX Runtime differs from Keras by {self.diff:.2e} (max "
-                               f"|probability| difference, limit {PARITY_TOL:.0e}); nothing written")
-        self.note = f"max |diff| {self.diff:.1e}"
+        found = self.parity(self.pending["fp32"])
+        self.diff = found.max_difference
+        if not found.ok:
+            raise SkinsegError(f"export parity failed: ONNX Runtime does not compute what Keras computes on "
+                               f"{len(probe)} tiles ({found.words()}); nothing written")
+        self.note = f"max |diff| {self.diff:.1e}, masks {100 * found.mask_share:.3f} % apart"
 
     @step("onnxslim")
     def simplify_graph(self) -> Path:
@@ -434,8 +435,9 @@ class Exporter:
         slim = onnxslim.slim(onnx.load(str(before)))
         size_before = before.stat().st_size
         path = self.save("fp32", slim)  # same temporary name: replaces the unsimplified file
-        slim_diff = self.parity(path)
-        if slim_diff <= PARITY_TOL and path.stat().st_size <= size_before:
+        slim_parity = self.parity(path)
+        slim_diff = slim_parity.max_difference
+        if slim_parity.ok and path.stat().st_size <= size_before:
             self.onnx_model, self.diff = slim, slim_diff
             self.note = f"parity {slim_diff:.1e}"
         else:
