@@ -14,6 +14,12 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# apt waits (up to 5 minutes) for another apt, e.g. a fresh machine's automatic updates, instead of failing
+apt_install() {
+  if fuser /var/lib/dpkg/lock-frontend >/dev/null 2>&1; then echo "waiting for another apt to finish (at most 5 min)..."; fi
+  apt-get -o DPkg::Lock::Timeout=300 update -qq && apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@" >/dev/null
+}
+
 setup() {  # setup VENV EXTRAS
   [ -x "$1/bin/python" ] || "$PY" -m venv "$1"
   "$1/bin/python" -m pip install -q -e ".[$2]"
@@ -21,13 +27,13 @@ setup() {  # setup VENV EXTRAS
 
 echo "== Node.js client =="
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  apt_install nodejs npm
 fi
 (cd clients/js && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== browser for the serve page test (Debian's chromium) =="
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
 fi
 
 echo "== edge environment (no TensorFlow) =="

@@ -272,7 +272,8 @@ def serve(
 @app.command()
 @command
 def convert(
-    model: Annotated[Path, typer.Argument(help="ONNX model with a fixed tile (skinseg export writes one).")],
+    model: Annotated[Path, typer.Argument(help="ONNX model with a fixed tile (skinseg export writes one), or fp32 / "
+                                               "int8 for a shipped one (written to the current folder).")],
     to: Annotated[str, typer.Option("--to", help="Target format: ort (ONNX Runtime Mobile, for phones).")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default: beside the model, "
                                                 "MODEL.ort).")] = None,
@@ -281,6 +282,7 @@ def convert(
 
     [dim]Examples:[/]
       skinseg convert skinseg/models/skinseg-fp32.onnx --to ort -o phone/skinseg.ort
+      skinseg convert int8 --to ort                  # ./skinseg-int8.ort
     """
     from skinseg.commands.convert import run
 

@@ -10,6 +10,11 @@ from skinseg.inference.convert import convert
 
 
 def run(model: Path, target: str, output: Path | None) -> None:
+    from skinseg.inference.model_files import PRECISIONS, resolve_model
+
+    if str(model).lower() in PRECISIONS and not model.exists():  # a shipped model: never write into the package
+        model = resolve_model(str(model))
+        output = output or Path(f"{model.stem}.ort" if target == "ort" else model.name)
     with ui.console.status(f"converting {model.name} to {target}..."):
         res = convert(model, target, output)
     rows = [["files", "\n".join(str(f) for f in res.files)],

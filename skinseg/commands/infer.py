@@ -58,7 +58,7 @@ def table(run: BatchRun, summary: RunSummary) -> None:
     for r in summary.rows[:15]:
         size = f"{r['width']}x{r['height']}" if r["width"] else ""
         frac = f"{float(r['lesion_fraction']) * 100:.1f}" if r["lesion_fraction"] not in ("", None) else ""
-        status = Text("ok", style="green") if r["status"] == "ok" else Text(r["error"][:60], style="red")
+        status = Text("ok", style="green") if r["status"] == "ok" else Text(r["error"], style="red")
         rows.append([Path(r["file"]).name, size, frac, r["components"], status])
     more = f"... {len(summary.rows) - 15} more in {run.results_path}" if len(summary.rows) > 15 else None
     ui.table("skinseg infer", ["image", "size", "lesion %", "components", "status"], rows, caption=more)

@@ -260,3 +260,16 @@ def test_one_bad_image_among_good_ones_costs_one_row(tmp_path):
     assert res.exit_code == 1
     rows = (tmp_path / "o" / "results.csv").read_text().splitlines()
     assert len(rows) == 3 and sum(",ok," in r for r in rows) == 1
+
+
+def test_the_table_shows_the_whole_reason_on_a_narrow_terminal(tmp_path, model):
+    import re
+
+    good = small_png(tmp_path / "good.png")
+    bad = tmp_path / "cut.jpg"
+    bad.write_bytes(SAMPLE.read_bytes()[:2000])
+    res = runner.invoke(app, ["infer", str(good), str(bad), "--model", str(model), "-o", str(tmp_path / "o")],
+                        terminal_width=80)
+    assert res.exit_code == 1, res.output
+    flat = " ".join(re.sub(r"[│┃|]", " ", res.output).split())
+    assert "not a readable image (corrupt, truncated or unsupported format)" in flat, res.output

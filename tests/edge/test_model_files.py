@@ -142,3 +142,11 @@ def test_a_run_folders_default_on_the_cpu_is_the_faster_accepted_precision(tmp_p
     assert models.faster_on_cpu(rf) == rf.variant("int8")
     rf.variant("int8").unlink()  # only FP32 exported (or INT8 refused by the gate)
     assert models.faster_on_cpu(rf) == rf.model
+
+
+def test_convert_takes_a_shipped_name_and_writes_to_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["convert", "int8", "--to", "ort"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "skinseg-int8.ort").is_file()
+    assert not (FP32.parent / "skinseg-int8.ort").exists()  # never into the installed package

@@ -91,6 +91,8 @@ def test_every_error_is_one_json_line_with_its_status(server, tmp_path):
     cases = [
         (httpx.post(f"{server.url}/v1/segment", timeout=30), 400, "no image"),
         (httpx.post(f"{server.url}/v1/segment", files={"other": ("x.jpg", b"123")}, timeout=30), 400, "no image"),
+        (httpx.post(f"{server.url}/v1/segment", files={"image": ("empty.jpg", b"")}, timeout=30), 400,
+         "the multipart field 'image' is empty"),
         (httpx.post(f"{server.url}/v1/segment", content=b"hello", headers={"Content-Type": "text/plain"}), 415,
          "Content-Type text/plain"),
         (httpx.post(f"{server.url}/v1/segment", content=b"not an image at all",

@@ -279,8 +279,10 @@ def create_app(service: Service) -> Gate:
                 return Response(status_code=499)  # nobody to answer; counted as 499 like nginx does
             name = display_name(filename) if filename is not None else "the uploaded image"
             if not data:
-                raise Refused(400, "no image: the request body is empty; send the image as the body (Content-Type "
-                                   "image/*) or as the multipart field 'image'", reason="no image")
+                multipart = request.headers.get("content-type", "").lower().startswith("multipart/")
+                where = "the multipart field 'image' is empty" if multipart else "the request body is empty"
+                raise Refused(400, f"no image: {where}; send the image as the body (Content-Type image/*) or as the "
+                                   "multipart field 'image'", reason="no image")
             check_pixels(data, name, settings.max_pixels)
             try:
                 loop = asyncio.get_running_loop()
