@@ -30,7 +30,7 @@ def _declared() -> dict[str, tuple[Any, Any]]:
 ENGINE_FLAGS: dict[str, tuple[Any, Any]] = _declared()
 
 ProviderOpt = Annotated[str, typer.Option("--provider", "-p",
-                                          help="auto | cpu | cuda | tensorrt | any ONNX Runtime provider.")]
+                                          help="auto | cpu | cuda | openvino | tensorrt | any ONNX Runtime provider.")]
 ModelOpt = Annotated[Path | None, typer.Option(
     "--model", "-m", help="ONNX model, run folder, or fp32 / int8 for a shipped one (default: the shipped one "
     "for this machine).")]

@@ -60,9 +60,40 @@ def build(folder: Path) -> dict[str, str]:
     for name, (data, _) in files.items():
         (folder / name).write_bytes(data)
     expected = {name: want for name, (_, want) in files.items()}
-    if os.geteuid() != 0:  # root reads everything, so this case only exists for normal users
-        locked = folder / "unreadable.png"
-        locked.write_bytes(encode(".png", rgb))
-        locked.chmod(0)
-        expected["unreadable.png"] = "error"
+    locked = folder / "unreadable.png"  # as root (CI), `permissions_as_for_a_user` makes it unreadable too
+    locked.write_bytes(encode(".png", rgb))
+    locked.chmod(0)
+    expected["unreadable.png"] = "error"
     return expected
+
+
+def permissions_as_for_a_user(monkeypatch) -> None:
+    """Root reads files whatever their mode; a user does not. For in-process runs as root, reading a file
+    with no read bits raises the PermissionError a user would get, so the unreadable case is tested there
+    too (CI runs as root)."""
+    if os.geteuid() != 0:
+        return
+    import builtins
+    import pathlib
+    import stat
+
+    def locked(path) -> bool:
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode) & 0o444 == 0
+        except (OSError, TypeError, ValueError):
+            return False
+
+    real_read, real_open = pathlib.Path.read_bytes, builtins.open
+
+    def read_bytes(self):
+        if locked(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    def opener(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and locked(file):
+            raise PermissionError(13, "Permission denied", os.fsdecode(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(builtins, "open", opener)

@@ -11,7 +11,8 @@ from tests.edge import nasty
 from tests.onnx_factory import make_model
 
 
-def test_infer_over_nasty_corpus(tmp_path):
+def test_infer_over_nasty_corpus(tmp_path, monkeypatch):
+    nasty.permissions_as_for_a_user(monkeypatch)
     expected = nasty.build(tmp_path / "in")
     (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")  # a symlink loop in the input folder
     model = make_model(tmp_path / "m.onnx", tile=(32, 32), metadata={"skinseg.scale": "native"})
@@ -34,7 +35,8 @@ def test_infer_over_nasty_corpus(tmp_path):
     assert all(p.resolve().parent == (out / "masks").resolve() for p in (out / "masks").iterdir())
 
 
-def test_eval_and_check_data_over_nasty_corpus(tmp_path):
+def test_eval_and_check_data_over_nasty_corpus(tmp_path, monkeypatch):
+    nasty.permissions_as_for_a_user(monkeypatch)
     expected = nasty.build(tmp_path / "images")
     masks = tmp_path / "masks"
     masks.mkdir()
