@@ -86,3 +86,34 @@ def test_properties_bounds_symmetry_jaccard_le_dice(data):
     assert s["jaccard"] == pytest.approx(t["jaccard"]) and s["dice"] == pytest.approx(t["dice"])
     assert (math.isnan(s["hd95"]) and math.isnan(t["hd95"])) or s["hd95"] == pytest.approx(t["hd95"])
     assert s["dice"] == pytest.approx(2 * s["jaccard"] / (1 + s["jaccard"]))
+
+
+def _hd95_brute_force(a: np.ndarray, b: np.ndarray) -> float:
+    """MedPy's hd95 written independently: boundaries by a numpy 4-neighbour erosion (zero outside), every
+    boundary-to-boundary Euclidean distance by broadcasting, the 95th percentile of both directions."""
+    def boundary(m: np.ndarray) -> np.ndarray:
+        p = np.pad(m, 1)
+        eroded = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+        return m & ~eroded
+
+    pa, pb = np.argwhere(boundary(a)).astype(float), np.argwhere(boundary(b)).astype(float)
+    d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
+    return float(np.percentile(np.concatenate([d.min(1), d.min(0)]), 95))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_hd95_equals_an_independent_implementation(seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:48, :64]
+    masks = []
+    for _ in range(2):
+        cy, cx, ry, rx = rng.uniform(12, 36), rng.uniform(16, 48), rng.uniform(4, 14), rng.uniform(4, 18)
+        blob = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        blob[rng.integers(0, 48, 6), rng.integers(0, 64, 6)] ^= True  # stray pixels and holes
+        masks.append(blob)
+    assert hd95(*masks) == pytest.approx(_hd95_brute_force(*masks), abs=1e-4)
+
+
+def test_hd95_of_nested_squares_is_the_exact_figure():
+    big, small = _m((60, 60), (10, 50, 10, 50)), _m((60, 60), (20, 40, 20, 40))
+    assert hd95(big, small) == pytest.approx(_hd95_brute_force(big, small), abs=1e-4)
