@@ -75,6 +75,10 @@ def test_node_client_matches_skinseg_infer(tmp_path, precision):
             assert r.exit_code == 0, r.output
     exact = _jaccards(tmp_path / "js", tmp_path / "exact", names)
     reduced = _jaccards(tmp_path / "js", tmp_path / "reduced", names)
-    print(f"{precision}: min Jaccard {min(exact):.4f} (full decode), {min(reduced):.4f} (reduced JPEG decode)")
-    assert np.mean(exact) >= 0.995 and min(exact) >= 0.99
-    assert np.mean(reduced) >= 0.995
+    print(f"{precision}: Jaccard min / mean {min(exact):.4f} / {np.mean(exact):.4f} (full decode), "
+          f"{min(reduced):.4f} / {np.mean(reduced):.4f} (reduced JPEG decode)")
+    if precision == "fp32":  # the contract's claim: the same masks as infer --exact-decode, pixel for pixel
+        assert min(exact) == 1.0, exact
+    else:  # INT8 kernels of another ONNX Runtime version round a few boundary pixels differently
+        assert min(exact) >= 0.999, exact
+    assert np.mean(reduced) >= 0.995  # infer's reduced JPEG decode differs at boundary pixels (the contract)
