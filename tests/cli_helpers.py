@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -57,9 +55,3 @@ def fake_run(tmp_path: Path, name: str = "cfg", exported: bool = True) -> tuple[
     if exported:
         make_model(run / "model-int8.onnx", tile=(64, 64), metadata={"skinseg.format": "2"})
     return cfg, run
-
-
-def png_header_only(path: Path, w: int, h: int) -> None:
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
-                     + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))

@@ -90,6 +90,15 @@ def write_dataset(folder: Path, count: int, size: tuple[int, int] = (96, 128), s
     return folder
 
 
+def png_header(width: int, height: int) -> bytes:
+    """Only the signature and the IHDR chunk (valid CRC) of an 8-bit RGB PNG declaring width x height:
+    what a decompression bomb shows before its data, for size guards that must refuse from the header."""
+    import zlib
+
+    chunk = b"IHDR" + width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big")
+
+
 def zero_png(width: int, height: int, bits: int = 8) -> bytes:
     """A valid RGB PNG of zeros of any size, compressed row by row (never held whole): 14000 x 14000 at
     16 bits is about 1 MB on disk and 1.2 GB decoded, the image bomb that size guards are tested with."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -13,14 +11,8 @@ import numpy as np
 from PIL import Image
 
 from skinseg.shared.images import encode
+from skinseg.shared.synthetic import png_header
 from tests.edge.test_images import with_exif_orientation
-
-
-def _png_header_only(w: int, h: int) -> bytes:
-    """A PNG whose IHDR declares w x h (CRC valid) followed by no real data: a decompression bomb's header."""
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
 def _pil(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -44,7 +36,7 @@ def build(folder: Path) -> dict[str, str]:
         "zero-bytes.jpg": (b"", "error"),
         "truncated.jpg": (encode(".jpg", lesion_rgb(200, 200))[:300], "error"),
         "text-named.jpg": (b"this is a text file, not a JPEG\n", "error"),
-        "bomb-header.png": (_png_header_only(100_000, 100_000), "error"),
+        "bomb-header.png": (png_header(100_000, 100_000), "error"),
         "rgb16.png": (cv2.imencode(".png", (rgb[..., ::-1].astype(np.uint16) * 257))[1].tobytes(), "ok"),
         "rgb16.tif": (cv2.imencode(".tiff", (rgb[..., ::-1].astype(np.uint16) * 257))[1].tobytes(), "ok"),
         "rgba.png": (_pil(pil.convert("RGBA"), "PNG"), "ok"),

@@ -13,13 +13,13 @@ import pytest
 
 from skinseg.cli import app
 from skinseg.shared.images import encode, read_image, read_mask
+from skinseg.shared.synthetic import png_header
 from tests.cli_helpers import (
     SAMPLE,
     SAMPLES,
     TEST256,
     csv_rows,
     invoke,
-    png_header_only,
     run_skinseg,
     runner,
     small_png,
@@ -255,7 +255,7 @@ def test_one_bad_image_among_good_ones_costs_one_row(tmp_path):
     images = tmp_path / "i"
     images.mkdir()
     shutil.copy(SAMPLE, images)
-    png_header_only(images / "bomb.png", 40000, 40000)
+    (images / "bomb.png").write_bytes(png_header(40000, 40000))
     res = invoke("infer", str(images), "-o", str(tmp_path / "o"), "-q")
     assert res.exit_code == 1
     rows = (tmp_path / "o" / "results.csv").read_text().splitlines()

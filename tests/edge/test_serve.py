@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from skinseg.shared.synthetic import png_header
 from tests.serving import Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,14 +104,7 @@ def test_every_error_is_one_json_line_with_its_status(server, tmp_path):
         (httpx.get(f"{server.url}/nowhere"), 404, "no such page"),
         (httpx.get(f"{server.url}/v1/segment"), 405, "GET is not allowed"),
     ]
-    bomb = tmp_path / "bomb.png"  # a valid PNG header claiming 40000 x 40000 pixels
-    import struct
-    import zlib
-
-    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
-                     + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
-    cases.append((httpx.post(f"{server.url}/v1/segment", content=bomb.read_bytes(),
+    cases.append((httpx.post(f"{server.url}/v1/segment", content=png_header(40000, 40000),
                              headers={"Content-Type": "image/png"}), 413, "40 MP limit (--max-pixels)"))
     for r, status, words in cases:
         assert r.status_code == status, (r.status_code, r.text)

@@ -330,3 +330,38 @@ def test_after_sigterm_a_kept_alive_connection_is_answered_and_told_to_close():
         assert sock.recv(1) == b""  # then closed by the server
         sock.close()
     assert s.proc.wait(timeout=60) == 0
+
+
+def test_an_upload_over_the_limit_without_content_length_is_stopped_as_it_passes_it():
+    s = Server("--model", "int8", "--max-upload-mb", "1", "-q")
+    try:
+        sent = [0]
+
+        def chunks():  # chunked transfer: no Content-Length to refuse it by
+            for _ in range(1024):  # 64 MB offered
+                sent[0] += 1
+                yield b"\xff\xd8" + bytes(65534)
+
+        try:
+            r = httpx.post(f"{s.url}/v1/segment", content=chunks(), headers={"Content-Type": "image/jpeg"}, timeout=30)
+            assert r.status_code == 413 and "--max-upload-mb" in r.json()["error"]
+        except httpx.HTTPError:
+            pass  # the server may close while the client still writes; what matters is below
+        assert sent[0] < 256  # stopped at about 1 MB (plus what socket buffers hold), not after the 64 MB offered
+        assert segment(s.url, SMALL[0].read_bytes()).status_code == 200
+    finally:
+        assert s.stop() == 0
+
+
+def test_insecure_no_auth_serves_another_loopback_address_with_a_warning():
+    refused = subprocess.run([sys.executable, "-m", "skinseg", "serve", "--host", "127.0.0.2", "--port", "0"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, "COLUMNS": "250"})
+    assert refused.returncode == 2 and "--insecure-no-auth" in refused.stderr
+    s = Server("--model", "int8", "--host", "127.0.0.2", "--insecure-no-auth")
+    try:
+        assert s.url.startswith("http://127.0.0.2:")
+        assert "anyone who can reach this address" in "".join(s.lines) + s.log()
+        assert segment(s.url, SMALL[0].read_bytes()).status_code == 200  # no key asked
+        assert segment(s.url, SMALL[0].read_bytes(), Host="evil.example").status_code == 421  # names still checked
+    finally:
+        assert s.stop() == 0
