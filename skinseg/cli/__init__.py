@@ -98,6 +98,8 @@ def infer(
     overlay_max: Annotated[int | None, typer.Option(help="Long side of overlay JPEGs in px (0 = full size); "
                                                      "decodes JPEGs again when the model's decode is smaller. "
                                                      "Default: the model's decode, at most 2048.")] = None,
+    pixel_spacing: Annotated[float | None, typer.Option(help="Millimetres per pixel of the images, when known: adds "
+                                                             "area_mm2 and diameter_mm (never guessed).")] = None,
     config: Annotated[Path | None, typer.Option(help="Seed-style config: inputs and options from its "
                                                      "\\[infer] and \\[mask] sections, the model trained from it; "
                                                      "flags win.")] = None,
@@ -121,7 +123,8 @@ def infer(
 
     raise typer.Exit(run_infer(inputs, model, output, provider, engine, resume=resume, exist_ok=exist_ok,
                                shard=shard, recursive=recursive, overlay_max=overlay_max, config=config, ray=ray,
-                               workers=workers, gpus_per_worker=gpus_per_worker, quiet=quiet))
+                               workers=workers, gpus_per_worker=gpus_per_worker, pixel_spacing=pixel_spacing,
+                               quiet=quiet))
 
 
 @app.command("eval")

@@ -14,6 +14,7 @@ from skinseg.inference.tiling import count_tiles
 from skinseg.runner.batch import BatchRun
 from skinseg.runner.encodings import check_overlay_max
 from skinseg.runner.jobs import Job, RunSummary, parse_shard, plan_jobs
+from skinseg.runner.measurements import check_spacing
 from skinseg.runner.models import provider_notes
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.files import shown
@@ -74,7 +75,8 @@ def table(run: BatchRun, summary: RunSummary) -> None:
 def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None, provider: str,
               engine: EngineOptions, *, resume: bool = False, exist_ok: bool = False, shard: str | None = None,
               recursive: bool = False, overlay_max: int | None = None, config: Path | None = None,
-              ray: str | None = None, workers: int = 0, gpus_per_worker: float = 0.0, quiet: bool = False) -> int:
+              ray: str | None = None, workers: int = 0, gpus_per_worker: float = 0.0,
+              pixel_spacing: float | None = None, quiet: bool = False) -> int:
     """The command: inputs and options (a config's [infer]/[mask] under the flags) -> outputs; the exit code."""
     from skinseg.runner.models import choose_model, config_engine
     from skinseg.shared.dataset import collect_images
@@ -89,6 +91,7 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
     if not inputs:
         raise SkinsegError("no inputs: give image files, folders or globs (skinseg infer --help)")
     check_overlay_max(overlay_max)
+    check_spacing(pixel_spacing)
     if workers < 0 or not (math.isfinite(gpus_per_worker) and gpus_per_worker >= 0):
         raise SkinsegError(f"--workers {workers} / --gpus-per-worker {gpus_per_worker}: must be 0 or more")
     if not ray and (workers or gpus_per_worker):
@@ -127,14 +130,14 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         for line in provider_notes(seg):
             ui.info(f"  {ui.escape(line)}")
     options = {"inputs": list(map(str, inputs)), "recursive": recursive, "provider": provider, "ray": ray,
-               "engine": engine.as_dict()}
+               "pixel_spacing_mm": pixel_spacing, "engine": engine.as_dict()}
     executor = None
     if ray:
         from skinseg.runner.ray_pool import RayPool
 
         executor = RayPool(ray, workers=workers, gpus_per_worker=gpus_per_worker, provider=provider)
     run = BatchRun(seg, out, shard=shard_kn, resume=resume, overlay_max=overlay_max, options=options,
-                   executor=executor)
+                   executor=executor, pixel_spacing=pixel_spacing)
     with ui.ImageTileProgress(quiet) as bar:
         summary = run.run(jobs, [(m.split(":")[0], m) for m in missing], bar)
     if summary.interrupted:

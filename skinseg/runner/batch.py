@@ -26,13 +26,14 @@ from skinseg.inference.segmenter import Segmenter
 from skinseg.runner.encodings import check_overlay_max
 from skinseg.runner.jobs import Job, RunSummary, failure
 from skinseg.runner.local import LocalPipeline
+from skinseg.runner.measurements import check_spacing, in_millimetres
 from skinseg.runner.result import FIGURES, Result
 from skinseg.shared import files, system
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.files import shown
 from skinseg.shared.images import binarize, read_mask
 
-COLUMNS = ["file", "status", *FIGURES[:7], "seconds", "mask", "overlay", "error"]
+COLUMNS = ["file", "status", *(f for f in FIGURES if f != "seconds"), "seconds", "mask", "overlay", "error"]
 
 
 class Executor(Protocol):
@@ -66,12 +67,13 @@ class BatchRun:
 
     def __init__(self, seg: Segmenter, output: Path, *, shard: tuple[int, int] | None = None,
                  resume: bool = False, overlay_max: int | None = None, options: dict[str, Any] | None = None,
-                 executor: Executor | None = None):
+                 executor: Executor | None = None, pixel_spacing: float | None = None):
         check_overlay_max(overlay_max)
         self.seg, self.out, self.resume = seg, Path(output), resume
         self.shard, self.overlay_max = shard, overlay_max
         self.options = options or {}
         self.executor = executor or LocalPipeline()
+        self.pixel_spacing = check_spacing(pixel_spacing)
         suffix = f"-{shard[0]}-of-{shard[1]}" if shard else ""
         self.results_path = self.out / f"results{suffix}.csv"
         self.journal_path = self.out / f".results{suffix}.partial.csv"
@@ -104,14 +106,18 @@ class BatchRun:
     def _resumed_row(self, job: Job, previous: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         """The row of an output an earlier run completed; None when that output is damaged (redo it)."""
         row = previous.get(shown(job.path))
-        if row and row.get("status") == "ok":
-            return row
+        if row and row.get("status") == "ok" and row.get("diameter_px") not in (None, ""):
+            with contextlib.suppress(TypeError, ValueError):  # millimetres follow this run's --pixel-spacing
+                area, diameter = in_millimetres(int(row["lesion_area_px"]), float(row["diameter_px"]),
+                                                self.pixel_spacing)
+                return row | {"area_mm2": "" if area is None else area,
+                              "diameter_mm": "" if diameter is None else diameter}
         try:  # outputs are complete: recompute the stats
             mask = binarize(read_mask(job.mask_path(self.out)))
         except InputError as exc:
             ui.warn(f"{shown(job.mask_path(self.out))}: damaged ({exc}); redoing {shown(job.path)}")
             return None
-        return self.row(job, status="ok", **Result.from_mask(mask).row(), error="")
+        return self.row(job, status="ok", **Result.from_mask(mask, self.pixel_spacing).row(), error="")
 
     def fingerprint(self) -> dict[str, Any]:
         return self.seg.fingerprint()
@@ -258,7 +264,7 @@ class BatchRun:
         t = time.perf_counter()
         try:
             loaded = self.seg.load(job.path)
-            result = Result.from_prediction(self.seg.predict(loaded), loaded, job.path)
+            result = Result.from_prediction(self.seg.predict(loaded), loaded, job.path, self.pixel_spacing)
             self.write_outputs(job, result)
         except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
             return self.row(job, status="error", error=failure(exc), mask="", overlay="")

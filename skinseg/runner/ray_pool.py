@@ -62,9 +62,10 @@ def cpus_per_socket() -> int:
 class SkinsegWorker:
     """One loaded model in a Ray actor: a batch of (path, output name) in, their results rows out."""
 
-    def __init__(self, model: str, provider: str, engine: EngineOptions, output: str, overlay_max: int | None) -> None:
+    def __init__(self, model: str, provider: str, engine: EngineOptions, output: str, overlay_max: int | None,
+                 pixel_spacing: float | None = None) -> None:
         seg = Segmenter(model, provider, engine)
-        self.run = BatchRun(seg, Path(output), overlay_max=overlay_max)
+        self.run = BatchRun(seg, Path(output), overlay_max=overlay_max, pixel_spacing=pixel_spacing)
         self.info = {"pid": os.getpid(), "node": socket.gethostname(), "providers": seg.providers}
 
     def process(self, batch: list[tuple[bytes, str]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -123,7 +124,8 @@ class RayPool:
         engine = run.seg.options.with_(threads=run.seg.options.threads or int(cpus))
         actor = ray.remote(SkinsegWorker).options(num_cpus=cpus, num_gpus=self.gpus or 0, max_restarts=-1,
                                                   max_task_retries=-1)  # a dead worker: restarted, batch retried
-        pool = [actor.remote(str(run.seg.model_path), self.provider, engine, str(run.out), run.overlay_max)
+        pool = [actor.remote(str(run.seg.model_path), self.provider, engine, str(run.out), run.overlay_max,
+                             run.pixel_spacing)
                 for _ in range(self.workers)]
         batches = [[(os.fsencode(str(j.path)), j.name) for j in todo[i : i + BATCH]]
                    for i in range(0, len(todo), BATCH)]

@@ -18,11 +18,13 @@ import numpy as np
 from skinseg.inference.postprocess import mask_stats
 from skinseg.inference.segmenter import Prediction
 from skinseg.runner import encodings
+from skinseg.runner.measurements import in_millimetres, max_feret
 from skinseg.shared.images import LoadedImage
 
 MASK_FORMATS = ("png", "rle", "polygon")
 # results.csv's figure columns, in order (the batch run adds file, status, mask, overlay and error)
-FIGURES = ("width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components", "tiles", "seconds")
+FIGURES = ("width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components", "diameter_px", "area_mm2",
+           "diameter_mm", "tiles", "seconds")
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Result:
     bbox: tuple[int, int, int, int] | None  # x, y, w, h of every lesion pixel; None: no lesion
     components: int
     mask: np.ndarray = field(repr=False)  # HxW bool at the image's full resolution
+    diameter_px: float = 0.0  # the largest component's maximum Feret diameter
+    pixel_spacing: float | None = None  # mm per pixel, when known; else no size in mm
     tiles: int | None = None  # None: not known (an output an earlier run wrote)
     seconds: float | None = None
     loaded: LoadedImage | None = field(default=None, repr=False)  # the decode the model saw (for overlays)
@@ -43,14 +47,27 @@ class Result:
 
     @classmethod
     def from_prediction(cls, pred: Prediction, loaded: LoadedImage | None = None,
-                        source: str | os.PathLike[str] | bytes | bytearray | None = None) -> Result:
+                        source: str | os.PathLike[str] | bytes | bytearray | None = None,
+                        pixel_spacing: float | None = None) -> Result:
         stats = mask_stats(pred.mask, pred.box, pred.components)
-        return cls(pred.width, pred.height, mask=pred.mask, tiles=pred.tiles, loaded=loaded, source=source, **stats)
+        box = pred.box if stats["lesion_area_px"] else None
+        return cls(pred.width, pred.height, mask=pred.mask, tiles=pred.tiles, loaded=loaded, source=source,
+                   diameter_px=max_feret(pred.mask, box, stats["components"]), pixel_spacing=pixel_spacing, **stats)
 
     @classmethod
-    def from_mask(cls, mask: np.ndarray) -> Result:
+    def from_mask(cls, mask: np.ndarray, pixel_spacing: float | None = None) -> Result:
         """The figures of a mask already written (a resumed run's outputs): tiles and time unknown."""
-        return cls(mask.shape[1], mask.shape[0], mask=mask, **mask_stats(mask))
+        stats = mask_stats(mask)
+        return cls(mask.shape[1], mask.shape[0], mask=mask, diameter_px=max_feret(mask, None, stats["components"]),
+                   pixel_spacing=pixel_spacing, **stats)
+
+    @property
+    def area_mm2(self) -> float | None:
+        return in_millimetres(self.lesion_area_px, self.diameter_px, self.pixel_spacing)[0]
+
+    @property
+    def diameter_mm(self) -> float | None:
+        return in_millimetres(self.lesion_area_px, self.diameter_px, self.pixel_spacing)[1]
 
     # -- encodings -------------------------------------------------------------------------------
     @functools.cached_property
@@ -83,13 +100,18 @@ class Result:
         """The figures as JSON values (bbox as [x, y, w, h], empty when there is no lesion)."""
         return {"width": self.width, "height": self.height, "lesion_area_px": self.lesion_area_px,
                 "lesion_fraction": self.lesion_fraction, "bbox": list(self.bbox) if self.bbox else [],
-                "components": self.components, "tiles": self.tiles}
+                "components": self.components, "diameter_px": round(self.diameter_px, 1),
+                "pixel_spacing_mm": self.pixel_spacing, "area_mm2": self.area_mm2, "diameter_mm": self.diameter_mm,
+                "tiles": self.tiles}
 
     def row(self) -> dict[str, Any]:
         """The figures as results.csv cells (bbox as 'x y w h'; unknown values empty)."""
         return {"width": self.width, "height": self.height, "lesion_area_px": self.lesion_area_px,
                 "lesion_fraction": self.lesion_fraction, "bbox": " ".join(map(str, self.bbox)) if self.bbox else "",
-                "components": self.components, "tiles": "" if self.tiles is None else self.tiles,
+                "components": self.components, "diameter_px": round(self.diameter_px, 1),
+                "area_mm2": "" if self.area_mm2 is None else self.area_mm2,
+                "diameter_mm": "" if self.diameter_mm is None else self.diameter_mm,
+                "tiles": "" if self.tiles is None else self.tiles,
                 "seconds": "" if self.seconds is None else round(self.seconds, 3)}
 
     def headers(self, model_sha256: str) -> dict[str, str]:
@@ -98,5 +120,7 @@ class Result:
         return {"X-Skinseg-Width": str(self.width), "X-Skinseg-Height": str(self.height),
                 "X-Skinseg-Lesion-Area-Px": str(self.lesion_area_px),
                 "X-Skinseg-Lesion-Fraction": str(self.lesion_fraction), "X-Skinseg-Bbox": row["bbox"],
-                "X-Skinseg-Components": str(self.components), "X-Skinseg-Tiles": str(row["tiles"]),
+                "X-Skinseg-Components": str(self.components), "X-Skinseg-Diameter-Px": str(row["diameter_px"]),
+                "X-Skinseg-Area-Mm2": str(row["area_mm2"]), "X-Skinseg-Diameter-Mm": str(row["diameter_mm"]),
+                "X-Skinseg-Tiles": str(row["tiles"]),
                 "X-Skinseg-Seconds": f"{self.seconds or 0:.3f}", "X-Skinseg-Model-Sha256": model_sha256}

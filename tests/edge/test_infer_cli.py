@@ -273,3 +273,21 @@ def test_the_table_shows_the_whole_reason_on_a_narrow_terminal(tmp_path, model):
     assert res.exit_code == 1, res.output
     flat = " ".join(re.sub(r"[│┃|]", " ", res.output).split())
     assert "not a readable image (corrupt, truncated or unsupported format)" in flat, res.output
+
+
+def test_pixel_spacing_gives_millimetres_in_results_and_resume_follows_it(tmp_path, model):
+
+    img = small_png(tmp_path / "a.png")
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["infer", str(img), "--model", str(model), "-o", str(out), "-q"]).exit_code == 0
+    row = csv_rows(out / "results.csv")[0]
+    assert float(row["diameter_px"]) > 0 and row["area_mm2"] == "" and row["diameter_mm"] == ""  # never guessed
+    res = runner.invoke(app, ["infer", str(img), "--model", str(model), "-o", str(out), "-q", "--resume",
+                              "--pixel-spacing", "0.02"])
+    assert res.exit_code == 0, res.output
+    row = csv_rows(out / "results.csv")[0]
+    assert float(row["area_mm2"]) == pytest.approx(int(row["lesion_area_px"]) * 0.02**2, rel=1e-3)
+    assert float(row["diameter_mm"]) == pytest.approx(float(row["diameter_px"]) * 0.02, abs=2e-3)
+    assert json.loads((out / "run.json").read_text())["options"]["pixel_spacing_mm"] == 0.02
+    bad = runner.invoke(app, ["infer", str(img), "--model", str(model), "--pixel-spacing", "nan"], terminal_width=250)
+    assert bad.exit_code == 2 and "--pixel-spacing nan" in bad.output

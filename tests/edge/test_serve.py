@@ -114,6 +114,19 @@ def test_every_error_is_one_json_line_with_its_status(server, tmp_path):
     assert post(server.url, FULLRES[0]).status_code == 200  # bad requests cost nothing
 
 
+def test_measurements_in_json_and_headers_with_and_without_a_scale(server):
+    plain = post(server.url, FULLRES[0]).json()
+    assert plain["diameter_px"] > 0 and plain["diameter_mm"] is None and plain["area_mm2"] is None
+    scaled = post(server.url, FULLRES[0], "?pixel_spacing=0.01").json()
+    assert scaled["pixel_spacing_mm"] == 0.01 and scaled["diameter_mm"] == pytest.approx(plain["diameter_px"] * 0.01,
+                                                                                           abs=1e-3)
+    assert scaled["area_mm2"] == pytest.approx(plain["lesion_area_px"] * 1e-4, rel=1e-3)
+    png = post(server.url, FULLRES[0], "?pixel_spacing=0.01&format=png")
+    assert float(png.headers["x-skinseg-diameter-mm"]) == pytest.approx(scaled["diameter_mm"])
+    bad = post(server.url, FULLRES[0], "?pixel_spacing=-1")
+    assert bad.status_code == 400 and "millimetres per pixel" in bad.json()["error"]
+
+
 def test_model_health_and_metrics(server):
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "alive"}
     assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready"}

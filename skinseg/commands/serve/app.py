@@ -39,6 +39,7 @@ from skinseg.commands.serve.gate import Gate
 from skinseg.commands.serve.metrics import Metrics
 from skinseg.commands.serve.upload import READS, check_content_type, read_upload
 from skinseg.inference.segmenter import Segmenter
+from skinseg.runner.measurements import check_spacing
 from skinseg.runner.result import MASK_FORMATS, Result
 from skinseg.shared import files
 from skinseg.shared.errors import InputError, SkinsegError
@@ -99,15 +100,15 @@ class Service:
             self.inside -= 1
             self.metrics.depth.set(self.inside)
 
-    def segment(self, data: bytes | bytearray, name: str, mask_format: str,
-                overlay: bool) -> tuple[dict[str, Any], Result]:
+    def segment(self, data: bytes | bytearray, name: str, mask_format: str, overlay: bool,
+                pixel_spacing: float | None = None) -> tuple[dict[str, Any], Result]:
         """In a worker thread: decode, predict and encode exactly as infer does; (the JSON answer, the result)."""
         t = time.perf_counter()
         pixels = 0
         try:
             loaded = self.seg.load(data, name)
             pixels = loaded.height * loaded.width
-            result = Result.from_prediction(self.seg.predict(loaded), loaded, data)
+            result = Result.from_prediction(self.seg.predict(loaded), loaded, data, pixel_spacing)
             answer: dict[str, Any] = result.figures()
             answer["mask_format"] = mask_format
             answer["mask"] = result.mask_field(mask_format)
@@ -243,7 +244,7 @@ def create_app(service: Service) -> Gate:
                 "service": {"workers": settings.workers, "queue": settings.queue,
                             "max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels}}
 
-    def admission(request: Request) -> tuple[str, bool, bool]:
+    def admission(request: Request) -> tuple[str, bool, bool, float | None]:
         """Everything checked before the body is read: key, options, type, declared size, readiness."""
         authorize(request)
         fmt = request.query_params.get("mask", "png")
@@ -252,6 +253,13 @@ def create_app(service: Service) -> Gate:
         want_png = request.query_params.get("format") == "png" or \
             request.headers.get("accept", "").split(",")[0].strip() == "image/png"
         overlay = request.query_params.get("overlay", "false").lower() in ("1", "true", "yes")
+        spacing = request.query_params.get("pixel_spacing")
+        try:
+            pixel_spacing = check_spacing(float(spacing), "pixel_spacing") if spacing else None
+        except (ValueError, SkinsegError) as exc:
+            why = str(exc) if isinstance(exc, SkinsegError) else f"pixel_spacing {spacing[:30]!r}: not a number"
+            raise Refused(400, why + "; give millimetres per pixel, e.g. ?pixel_spacing=0.02",
+                          reason="options") from None
         check_content_type(request.headers.get("content-type", ""))
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > settings.max_upload:
@@ -259,11 +267,11 @@ def create_app(service: Service) -> Gate:
                                "limit (--max-upload-mb)", reason="upload size", close=True)
         if blocked := service.saving_blocked():
             raise Refused(503, f"not ready: {blocked}", {"Retry-After": "30"}, reason="save")
-        return fmt, want_png, overlay
+        return fmt, want_png, overlay, pixel_spacing
 
     @app.post("/v1/segment")
     async def segment(request: Request) -> Response:
-        fmt, want_png, overlay = admission(request)
+        fmt, want_png, overlay, pixel_spacing = admission(request)
         admitted = service.admit()
         if not admitted:  # a moment's wait: a place may free up, and a client that does not back off
             await asyncio.sleep(BUSY_PAUSE)  # cannot spin on 503s fast enough to take the engine's CPU
@@ -286,7 +294,8 @@ def create_app(service: Service) -> Gate:
             check_pixels(data, name, settings.max_pixels)
             try:
                 loop = asyncio.get_running_loop()
-                answer, result = await loop.run_in_executor(service.pool, service.segment, data, name, fmt, overlay)
+                answer, result = await loop.run_in_executor(service.pool, service.segment, data, name, fmt, overlay,
+                                                            pixel_spacing)
             except InputError as exc:
                 raise Refused(422, str(exc), reason="unreadable") from None
             except SkinsegError as exc:  # the model failed on this input: the service goes on
