@@ -19,15 +19,15 @@ def max_feret(mask: np.ndarray, box: tuple[int, int, int, int] | None = None, co
     y0, y1, x0, x1 = box or (0, h, 0, w)
     crop = mask[y0:y1, x0:x1]
     m = crop.view(np.uint8) if crop.dtype == bool else (crop > 0).astype(np.uint8)
-    if not m.any():
+    if not m.size or (components is None and not cv2.countNonZero(m)) or components == 0:
         return 0.0
     if components != 1:
         n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
         if n > 2:
             m = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
     contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    points = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float32)
-    corners = (points[:, None, :] + CORNERS[None]).reshape(-1, 2)
+    points = cv2.convexHull(np.concatenate(contours)).reshape(-1, 2).astype(np.float32)  # centres' hull first
+    corners = (points[:, None, :] + CORNERS[None]).reshape(-1, 2)  # then the pixels' corners around it
     hull = cv2.convexHull(corners).reshape(-1, 2).astype(np.float64)
     d = hull[:, None, :] - hull[None, :, :]
     return float(math.sqrt(float((d**2).sum(-1).max())))
