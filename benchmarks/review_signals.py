@@ -96,6 +96,7 @@ def main() -> None:
 
     print(f"CPU: {cpu_features()['model']}; model {args.model}; failure: Jaccard < 0.65", flush=True)
     seg = Segmenter(args.model, "cpu")
+    threshold = None
     for split in ("valid", "test"):
         rows = []
         for img in sorted((args.data / split / "images").glob("*.jpg")):
@@ -110,6 +111,16 @@ def main() -> None:
         for name in rows[0][0]:
             values = np.array([s[name] for s, _ in rows])
             print(json.dumps({"split": split, "signal": name, "auroc": round(auroc(values, failed), 3)}), flush=True)
+        band = np.array([s["1 - uncertain band / lesion area"] for s, _ in rows])
+        engine = np.array([seg.predict(img).confidence for img in sorted((args.data / split / "images").glob("*.jpg"))])
+        if threshold is None:  # the operating point: flag at most 15 % of the validation images
+            threshold = float(np.quantile(engine, 0.15))
+        flagged = engine < threshold
+        print(json.dumps({"split": split, "engine_confidence_auroc": round(auroc(engine, failed), 3),
+                          "band_signal_auroc": round(auroc(band, failed), 3),
+                          "review_threshold": round(threshold, 4), "flagged_share": round(float(flagged.mean()), 3),
+                          "failures_caught": f"{int((flagged & failed).sum())} of {int(failed.sum())}",
+                          "mean_jaccard_unflagged": round(float(jac[~flagged].mean()), 4)}), flush=True)
 
 
 if __name__ == "__main__":

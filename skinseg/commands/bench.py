@@ -216,8 +216,8 @@ def _stage_images(image: Path | None, hw: tuple[int, int], tmp: Path) -> list[Pa
     return images
 
 
-STAGES = ("decode", "to working scale", "model", "probability to full size", "post-processing", "mask PNG",
-          "overlay JPEG")
+STAGES = ("decode", "to working scale", "model", "probability to full size", "post-processing", "confidence",
+          "figures and diameter", "mask PNG", "overlay JPEG")
 
 
 def stage_times(seg: Segmenter, images: list[Path], overlay_max: int | None = None,
@@ -236,7 +236,9 @@ def stage_times(seg: Segmenter, images: list[Path], overlay_max: int | None = No
             pred = seg.predict(loaded)
             for k, v in pred.stages.items():
                 totals[k] += v
+            t = time.perf_counter()
             result = Result.from_prediction(pred, loaded, path)
+            totals["figures and diameter"] += time.perf_counter() - t
             t = time.perf_counter()
             result.png  # noqa: B018 - timed: the encoding happens on first use
             totals["mask PNG"] += time.perf_counter() - t

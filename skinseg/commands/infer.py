@@ -60,10 +60,15 @@ def table(run: BatchRun, summary: RunSummary) -> None:
         size = f"{r['width']}x{r['height']}" if r["width"] else ""
         frac = f"{float(r['lesion_fraction']) * 100:.1f}" if r["lesion_fraction"] not in ("", None) else ""
         status = Text("ok", style="green") if r["status"] == "ok" else Text(r["error"], style="red")
-        rows.append([Path(r["file"]).name, size, frac, r["components"], status])
+        check = Text("check this outline", style="bold yellow") if r.get("review") == "yes" else Text("")
+        rows.append([Path(r["file"]).name, size, frac, r["components"], check, status])
     more = f"... {len(summary.rows) - 15} more in {run.results_path}" if len(summary.rows) > 15 else None
-    ui.table("skinseg infer", ["image", "size", "lesion %", "components", "status"], rows, caption=more)
+    ui.table("skinseg infer", ["image", "size", "lesion %", "components", "review", "status"], rows, caption=more)
     rate = len(ok) / summary.seconds if summary.seconds else 0
+    flagged = sum(r.get("review") == "yes" for r in ok)
+    if flagged:
+        ui.out.print(f"[bold yellow]{flagged}[/] of {len(ok)} masks flagged for review (low confidence): check them "
+                     "before use (results.csv: review, confidence)", soft_wrap=True)
     ui.out.print(f"[bold]{len(ok)}[/] ok, [bold]{len(summary.failed)}[/] failed, {summary.skipped} resumed, "
                  f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
     for label, path in (("masks", run.out / "masks"), ("overlays", run.out / "overlays"),

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from skinseg.inference import review
 from skinseg.inference.adapter import ModelAdapter
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.postprocess import PostProcess, postprocess
@@ -41,6 +42,7 @@ class Prediction:
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, for `skinseg bench --stages`
     resize: dict[str, str] | None = None  # how the probability goes back to full size
     components: int | None = None  # lesion components when known without counting (keep='largest': <= 1)
+    confidence: float = 1.0  # how likely the mask is right, in [0, 1] (review.py); low: a person should check it
 
     @functools.cached_property
     def probability(self) -> np.ndarray:
@@ -209,8 +211,12 @@ class Segmenter:
         t = _lap(stages, "probability to full size", t)
         mask = postprocess(full, self.post, box) if box else np.zeros((h, w), bool)
         _lap(stages, "post-processing", t)
+        t = time.perf_counter()
+        confidence = review.confidence(prob, self.post.threshold)
+        _lap(stages, "confidence", t)
         return Prediction(prob, mask, work.shape[:2], self.count_tiles(h, w), time.perf_counter() - t0,
-                          box or (0, 0, 0, 0), stages, self.resize, 1 if self.post.keep == "largest" else None)
+                          box or (0, 0, 0, 0), stages, self.resize, 1 if self.post.keep == "largest" else None,
+                          confidence)
 
     def _full_probability(self, prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """The probability at full size, resized into this thread's reused buffer: a fresh 50 MB array per

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from skinseg import ui
+from skinseg.inference.review import needs_review
 from skinseg.inference.segmenter import Segmenter
 from skinseg.runner.encodings import check_overlay_max
 from skinseg.runner.jobs import Job, RunSummary, failure
@@ -107,11 +108,12 @@ class BatchRun:
         """The row of an output an earlier run completed; None when that output is damaged (redo it)."""
         row = previous.get(shown(job.path))
         if row and row.get("status") == "ok" and row.get("diameter_px") not in (None, ""):
-            with contextlib.suppress(TypeError, ValueError):  # millimetres follow this run's --pixel-spacing
+            with contextlib.suppress(TypeError, ValueError):  # millimetres and review follow this run's options
                 area, diameter = in_millimetres(int(row["lesion_area_px"]), float(row["diameter_px"]),
                                                 self.pixel_spacing)
+                flag = needs_review(float(row["confidence"]), self.seg.options.review_threshold)
                 return row | {"area_mm2": "" if area is None else area,
-                              "diameter_mm": "" if diameter is None else diameter}
+                              "diameter_mm": "" if diameter is None else diameter, "review": "yes" if flag else "no"}
         try:  # outputs are complete: recompute the stats
             mask = binarize(read_mask(job.mask_path(self.out)))
         except InputError as exc:
@@ -159,6 +161,7 @@ class BatchRun:
         } | self.executor.info()
         if summary:
             info.update(ok=len(summary.rows) - len(summary.failed), failed=len(summary.failed),
+                        flagged_for_review=sum(r.get("review") == "yes" for r in summary.rows),
                         skipped=summary.skipped, seconds=round(summary.seconds, 2))
         files.write_json(self.run_json, info)
 
@@ -264,7 +267,8 @@ class BatchRun:
         t = time.perf_counter()
         try:
             loaded = self.seg.load(job.path)
-            result = Result.from_prediction(self.seg.predict(loaded), loaded, job.path, self.pixel_spacing)
+            result = Result.from_prediction(self.seg.predict(loaded), loaded, job.path, self.pixel_spacing,
+                                            self.seg.options.review_threshold)
             self.write_outputs(job, result)
         except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
             return self.row(job, status="error", error=failure(exc), mask="", overlay="")

@@ -65,7 +65,8 @@ class LocalPipeline:
                     except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
                         error_row(job, failure(exc))
                         continue
-                    result = Result.from_prediction(pred, loaded, job.path, run.pixel_spacing)
+                    result = Result.from_prediction(pred, loaded, job.path, run.pixel_spacing,
+                                                    run.seg.options.review_threshold)
                     row = run.row(job, status="ok", **result.row(), error="")
 
                     def write(job=job, result=result, row=row, t=t) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from skinseg.inference.postprocess import mask_stats
+from skinseg.inference.review import needs_review
 from skinseg.inference.segmenter import Prediction
 from skinseg.runner import encodings
 from skinseg.runner.measurements import in_millimetres, max_feret
@@ -24,7 +25,7 @@ from skinseg.shared.images import LoadedImage
 MASK_FORMATS = ("png", "rle", "polygon")
 # results.csv's figure columns, in order (the batch run adds file, status, mask, overlay and error)
 FIGURES = ("width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components", "diameter_px", "area_mm2",
-           "diameter_mm", "tiles", "seconds")
+           "diameter_mm", "confidence", "review", "tiles", "seconds")
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Result:
     mask: np.ndarray = field(repr=False)  # HxW bool at the image's full resolution
     diameter_px: float = 0.0  # the largest component's maximum Feret diameter
     pixel_spacing: float | None = None  # mm per pixel, when known; else no size in mm
+    confidence: float | None = None  # how likely the mask is right (inference/review.py); None: not known
+    review_threshold: float | None = None  # below it, `review` says a person should check this mask
     tiles: int | None = None  # None: not known (an output an earlier run wrote)
     seconds: float | None = None
     loaded: LoadedImage | None = field(default=None, repr=False)  # the decode the model saw (for overlays)
@@ -48,11 +51,12 @@ class Result:
     @classmethod
     def from_prediction(cls, pred: Prediction, loaded: LoadedImage | None = None,
                         source: str | os.PathLike[str] | bytes | bytearray | None = None,
-                        pixel_spacing: float | None = None) -> Result:
+                        pixel_spacing: float | None = None, review_threshold: float | None = None) -> Result:
         stats = mask_stats(pred.mask, pred.box, pred.components)
         box = pred.box if stats["lesion_area_px"] else None
         return cls(pred.width, pred.height, mask=pred.mask, tiles=pred.tiles, loaded=loaded, source=source,
-                   diameter_px=max_feret(pred.mask, box, stats["components"]), pixel_spacing=pixel_spacing, **stats)
+                   diameter_px=max_feret(pred.mask, box, stats["components"]), pixel_spacing=pixel_spacing,
+                   confidence=pred.confidence, review_threshold=review_threshold, **stats)
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, pixel_spacing: float | None = None) -> Result:
@@ -60,6 +64,11 @@ class Result:
         stats = mask_stats(mask)
         return cls(mask.shape[1], mask.shape[0], mask=mask, diameter_px=max_feret(mask, None, stats["components"]),
                    pixel_spacing=pixel_spacing, **stats)
+
+    @property
+    def review(self) -> bool | None:
+        """Whether a person should check this mask (its confidence is below the review threshold)."""
+        return None if self.confidence is None else needs_review(self.confidence, self.review_threshold)
 
     @property
     def area_mm2(self) -> float | None:
@@ -102,7 +111,7 @@ class Result:
                 "lesion_fraction": self.lesion_fraction, "bbox": list(self.bbox) if self.bbox else [],
                 "components": self.components, "diameter_px": round(self.diameter_px, 1),
                 "pixel_spacing_mm": self.pixel_spacing, "area_mm2": self.area_mm2, "diameter_mm": self.diameter_mm,
-                "tiles": self.tiles}
+                "confidence": self.confidence, "review": self.review, "tiles": self.tiles}
 
     def row(self) -> dict[str, Any]:
         """The figures as results.csv cells (bbox as 'x y w h'; unknown values empty)."""
@@ -111,6 +120,8 @@ class Result:
                 "components": self.components, "diameter_px": round(self.diameter_px, 1),
                 "area_mm2": "" if self.area_mm2 is None else self.area_mm2,
                 "diameter_mm": "" if self.diameter_mm is None else self.diameter_mm,
+                "confidence": "" if self.confidence is None else self.confidence,
+                "review": "" if self.review is None else ("yes" if self.review else "no"),
                 "tiles": "" if self.tiles is None else self.tiles,
                 "seconds": "" if self.seconds is None else round(self.seconds, 3)}
 
@@ -122,5 +133,6 @@ class Result:
                 "X-Skinseg-Lesion-Fraction": str(self.lesion_fraction), "X-Skinseg-Bbox": row["bbox"],
                 "X-Skinseg-Components": str(self.components), "X-Skinseg-Diameter-Px": str(row["diameter_px"]),
                 "X-Skinseg-Area-Mm2": str(row["area_mm2"]), "X-Skinseg-Diameter-Mm": str(row["diameter_mm"]),
+                "X-Skinseg-Confidence": str(row["confidence"]), "X-Skinseg-Review": str(row["review"]),
                 "X-Skinseg-Tiles": str(row["tiles"]),
                 "X-Skinseg-Seconds": f"{self.seconds or 0:.3f}", "X-Skinseg-Model-Sha256": model_sha256}

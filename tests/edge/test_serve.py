@@ -114,6 +114,14 @@ def test_every_error_is_one_json_line_with_its_status(server, tmp_path):
     assert post(server.url, FULLRES[0]).status_code == 200  # bad requests cost nothing
 
 
+def test_confidence_and_review_in_json_and_headers(server):
+    answer = post(server.url, FULLRES[0]).json()
+    assert 0 <= answer["confidence"] <= 1 and answer["review"] is (answer["confidence"] < 0.65)
+    png = post(server.url, FULLRES[0], "?format=png")
+    assert float(png.headers["x-skinseg-confidence"]) == answer["confidence"]
+    assert png.headers["x-skinseg-review"] == ("yes" if answer["review"] else "no")
+
+
 def test_measurements_in_json_and_headers_with_and_without_a_scale(server):
     plain = post(server.url, FULLRES[0]).json()
     assert plain["diameter_px"] > 0 and plain["diameter_mm"] is None and plain["area_mm2"] is None
