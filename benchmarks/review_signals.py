@@ -3,6 +3,10 @@
 Usage:
     python benchmarks/review_signals.py [--data ../shared/data/isic2018-task1-256] [--model int8]
 
+Then, for the engine's `confidence` (inference/review.py): the 15th percentile on validation (the
+operating point) and the engine's default threshold, with the share flagged, the failures flagged
+and the mean Jaccard of the unflagged images on each split.
+
 For every image of the validation split (where a choice may be made) and the test split (where it is
 then only reported), the shipped model runs as the engine runs it, and candidate signals are computed
 from what the engine holds: the lesion probability at the working scale, the four flipped passes of
@@ -115,12 +119,16 @@ def main() -> None:
         engine = np.array([seg.predict(img).confidence for img in sorted((args.data / split / "images").glob("*.jpg"))])
         if threshold is None:  # the operating point: flag at most 15 % of the validation images
             threshold = float(np.quantile(engine, 0.15))
-        flagged = engine < threshold
-        print(json.dumps({"split": split, "engine_confidence_auroc": round(auroc(engine, failed), 3),
-                          "band_signal_auroc": round(auroc(band, failed), 3),
-                          "review_threshold": round(threshold, 4), "flagged_share": round(float(flagged.mean()), 3),
-                          "failures_caught": f"{int((flagged & failed).sum())} of {int(failed.sum())}",
-                          "mean_jaccard_unflagged": round(float(jac[~flagged].mean()), 4)}), flush=True)
+        from skinseg.inference.review import DEFAULT_REVIEW_THRESHOLD
+
+        cuts = (("15th percentile of validation", threshold), ("the engine's default", DEFAULT_REVIEW_THRESHOLD))
+        for label, cut in cuts:
+            flagged = engine < cut
+            print(json.dumps({"split": split, "engine_confidence_auroc": round(auroc(engine, failed), 3),
+                              "band_signal_auroc": round(auroc(band, failed), 3), "threshold": label,
+                              "review_threshold": round(cut, 4), "flagged_share": round(float(flagged.mean()), 3),
+                              "failures_caught": f"{int((flagged & failed).sum())} of {int(failed.sum())}",
+                              "mean_jaccard_unflagged": round(float(jac[~flagged].mean()), 4)}), flush=True)
 
 
 if __name__ == "__main__":
