@@ -155,7 +155,7 @@ def run_eval(config: Path | None, models: list[str] | None, images: Path | None,
         run.table(results, f"skinseg eval: {len(pairs)} pairs from {dirs.images}")
     run.report_problems(results, problems)
     for how, count in (results[0].stored if results else {}).items():  # said once, not once per mask
-        ui.warn(f"{count} of {len(pairs)} masks read by the mask rule (README, Masks): {how}")
+        ui.warn(f"{count} of {len(pairs)} masks read by the mask rule (docs/segment.md, Masks): {how}")
     # the last line says where the results are, also with -q
     ui.out.print(f"reports in {ui.escape(str(out))}: metrics.csv summary.json worst.png jaccard_hist.png "
                  "threshold_sweep.png", soft_wrap=True)

@@ -36,7 +36,7 @@ def gpu_wanted(provider: str) -> bool:
 
 
 def default_model(provider: str = "auto") -> Path:
-    """The shipped model: FP32 on GPU providers, INT8 on the CPU (faster there; README has the figures)."""
+    """The shipped model: FP32 on GPU providers, INT8 on the CPU (faster there; docs/benchmarks.md has the figures)."""
     models = shipped_models()
     if not models:
         raise SkinsegError(

@@ -204,7 +204,7 @@ def create_session(model: str | os.PathLike[str], provider: str = "auto", thread
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(0, threads)
     # Idle intra-op threads sleep instead of spinning: spinning took the cores the engine's reader and
-    # writer threads (decoding, encoding) need, and made 2 threads slower than 1 end to end (README).
+    # writer threads (decoding, encoding) need, and made 2 threads slower than 1 end to end (docs/benchmarks.md).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

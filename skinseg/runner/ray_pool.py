@@ -26,7 +26,7 @@ from skinseg.runner.jobs import Job, RunSummary
 from skinseg.shared.errors import SkinsegError, first_line
 from skinseg.shared.install import install_hint
 
-BATCH = 8  # images per actor call: a little faster than 1 (README); a retry redoes at most 8
+BATCH = 8  # images per actor call: a little faster than 1 (docs/benchmarks.md); a retry redoes at most 8
 
 
 def _ray() -> Any:

@@ -111,7 +111,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                                                               "val_loss")),
         "seed": C("int", 42, "random seed for data order, augmentation and weights", lo=0),
         "mixed_precision": C("choice", "auto", "auto = mixed_float16 on GPU only", ("auto", "on", "off")),
-        "jit_compile": C("bool", False, "XLA; helps on GPU, slows the CPU (README, Benchmarks)"),
+        "jit_compile": C("bool", False, "XLA; helps on GPU, slows the CPU (docs/benchmarks.md)"),
         "cache": C("bool", True, "keep decoded images at the working scale in memory"),
         "val_split": C("float", 0.1, "with dataset_splitter and no [eval] paths: share of train for validation",
                        lo=0.01, hi=0.5),
@@ -273,7 +273,7 @@ def _uncomment(value: str) -> str:
 
 
 def read_ini(path: Path) -> list[tuple[str, list[tuple[str, str, int]]]]:
-    """[(section, [(key, raw value, line)])] of an INI file, by one documented rule (README,
+    """[(section, [(key, raw value, line)])] of an INI file, by one documented rule (docs/configuration.md,
     "Configuration"): whole-line comments start with # or ;, inline ones with # or ; after white space
     outside quotes; a value in quotes keeps what is inside them; section and key names ignore case and
     surrounding spaces, and a name given twice is an error naming both lines; no [DEFAULT], no indented
@@ -435,7 +435,7 @@ def template() -> str:
 
 
 def reference_markdown() -> str:
-    """The README's config reference, generated from SCHEMA (a test keeps the README in step)."""
+    """docs/configuration.md, generated from SCHEMA (a test keeps the page in step)."""
     out = []
     for sec, keys in SCHEMA.items():
         out.append(f"**[{sec}]**\n\n| key | default | meaning |\n|---|---|---|")

@@ -309,7 +309,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def read_binary_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, str | None]:
-    """A ground-truth mask as bool, by one rule (README, "Masks"), and a note when it was not stored as
+    """A ground-truth mask as bool, by one rule (docs/segment.md, "Masks"), and a note when it was not stored as
     0/255: two levels (0/1, 0/65535, 10/200 ...): the higher is lesion; more levels (anti-aliased):
     lesion from half the range up (128 of 8 bits, 32768 of 16); one level: 0 is no lesion, the full
     value all lesion. Anything else (a label map 0-10, one grey value) is an InputError, never a silent

@@ -34,7 +34,7 @@ def test_unbounded_values_are_one_usage_error_before_any_output(tmp_path, args, 
 
 
 def test_the_probe_script_runs_its_cases():
-    """scripts/probe.py: the hostile probe of every command (a handful of its cases here; all in README)."""
+    """scripts/probe.py: the hostile probe of every command (a handful of its cases here)."""
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe.py"), "--only", "infer --s"],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:]
