@@ -163,15 +163,17 @@ def test_array_input_must_be_rgb_uint8(tmp_path):
     assert seg.predict(np.zeros((10, 10), np.uint8)).mask.shape == (10, 10)
 
 
-def _nan_model(path: Path) -> Path:
+def _mean_then(path: Path, op: str, const) -> Path:
+    """A model: the channel mean of the image, then `op` with one constant ('nan' or 'shape')."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nan = numpy_helper.from_array(np.array(np.nan, np.float32), "nan")
+    name = "shape" if op == "Reshape" else "nan"
     g = helper.make_graph([helper.make_node("ReduceMean", ["image"], ["m"], axes=[3], keepdims=1),
-                           helper.make_node("Mul", ["m", "nan"], ["mask"])], "nan",
+                           helper.make_node(op, ["m", name], ["mask"])], op,
                           [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
-                          [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "H", "W", 1])], [nan])
+                          [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "H", "W", 1])],
+                          [numpy_helper.from_array(const, name)])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, str(path))
@@ -180,24 +182,15 @@ def _nan_model(path: Path) -> Path:
 
 def test_non_finite_model_output_is_a_model_error(tmp_path):
     small_png(tmp_path / "a.png")
-    res = runner.invoke(app, ["infer", str(tmp_path / "a.png"), "--model", str(_nan_model(tmp_path / "n.onnx")),
+    nan_model = _mean_then(tmp_path / "n.onnx", "Mul", np.array(np.nan, np.float32))
+    res = runner.invoke(app, ["infer", str(tmp_path / "a.png"), "--model", str(nan_model),
                               "-o", str(tmp_path / "o"), "-q"], terminal_width=250)
     assert res.exit_code == 2 and "NaN or infinite" in res.output
 
 
 def test_a_model_that_fails_on_every_tile_is_one_model_error(tmp_path):
     """A Reshape that only fits 64x64 inputs, run with 32 px tiles: one line, exit 2, not a row per image."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    shape = numpy_helper.from_array(np.array([-1, 64, 64, 1], np.int64), "shape")
-    g = helper.make_graph([helper.make_node("ReduceMean", ["image"], ["m"], axes=[3], keepdims=1),
-                           helper.make_node("Reshape", ["m", "shape"], ["mask"])], "bad",
-                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
-                          [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "H", "W", 1])], [shape])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(tmp_path / "bad.onnx"))
+    _mean_then(tmp_path / "bad.onnx", "Reshape", np.array([-1, 64, 64, 1], np.int64))
     for i in range(3):
         small_png(tmp_path / f"a{i}.png", i)
     res = runner.invoke(app, ["infer", str(tmp_path), "--model", str(tmp_path / "bad.onnx"), "--tile", "32",

@@ -24,23 +24,8 @@ from tests.cli_helpers import (
     runner,
     small_png,
 )
-from tests.onnx_factory import expected_probability, make_model, stripes
+from tests.onnx_factory import expected_probability, stripes
 from tests.realdata import FULLRES
-
-
-@pytest.fixture
-def model(tmp_path):
-    return make_model(tmp_path / "model.onnx", tile=(64, 64), dtype="uint8",
-                      metadata={"skinseg.format": "1", "skinseg.scale": "native"})
-
-
-@pytest.fixture
-def images(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    for i, (h, w) in enumerate([(120, 160), (77, 301), (200, 50)]):
-        (d / f"img{i}.png").write_bytes(encode(".png", stripes(h, w, seed=i)))
-    return d
 
 
 def _rows(out):

@@ -23,21 +23,6 @@ from tests.running import slow_job, wait_for_masks
 runner = CliRunner()
 
 
-@pytest.fixture
-def model(tmp_path):
-    return make_model(tmp_path / "model.onnx", tile=(64, 64), dtype="uint8",
-                      metadata={"skinseg.format": "2", "skinseg.scale": "native"})
-
-
-@pytest.fixture
-def images(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    for i, (h, w) in enumerate([(120, 160), (77, 301), (200, 50)]):
-        (d / f"img{i}.png").write_bytes(encode(".png", stripes(h, w, seed=i)))
-    return d
-
-
 def _png(path: Path, seed: int = 0) -> Path:
     path.write_bytes(encode(".png", stripes(40, 60, seed=seed)))
     return path
