@@ -133,15 +133,7 @@ def compare(models: list[Path], threads: int, batch: int, repeat: int) -> list[l
         for provider, level, precision in settings:
             adapter = ModelAdapter(path, provider, threads=threads, graph_opt=level, precision=precision)
             n = batch or max(1, min(16, 512 * 512 // (adapter.tile[0] * adapter.tile[1])))
-            x = adapter.to_model_input(np.random.default_rng(0).integers(0, 256, (n, *adapter.tile, 3), np.uint8))
-            for _ in range(3):
-                adapter.run(x)
-            times = []
-            for _ in range(max(5, repeat)):
-                t = time.perf_counter()
-                adapter.run(x)
-                times.append(time.perf_counter() - t)
-            ms = 1000 * statistics.median(times) / n
+            ms = adapter.latency_ms(runs=max(5, repeat), batch=n)
             label = adapter.providers[0].removesuffix("ExecutionProvider")
             kind = adapter.spec.metadata.provenance.get("precision", "")
             shown = f"{kind or precision} + bf16" if precision == "bf16" else kind or precision

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import importlib.util
 import platform
-from pathlib import Path
 from typing import Any
 
 from skinseg.inference.session import find_libraries, nvidia_driver
@@ -13,19 +12,12 @@ from skinseg.shared.install import install_hint
 
 
 def cpu_features() -> dict[str, Any]:
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16"]
     import os
 
-    return {"model": model, "cores": os.cpu_count(), **{f: f in flags for f in wanted}}
+    from skinseg.shared.system import cpu_flags, cpu_model
+
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16"]
+    return {"model": cpu_model(), "cores": os.cpu_count(), **{f: f in cpu_flags() for f in wanted}}
 
 
 def _version(dist: str) -> str | None:

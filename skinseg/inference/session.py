@@ -37,7 +37,6 @@ ALIASES = {
 AUTO_ORDER = ["CUDAExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider",
               "DmlExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider"]
 GRAPH_OPT = ("auto", "disable", "basic", "extended", "all")  # auto: measured per model and machine (tuning.py)
-PRECISIONS = ("fp32", "bf16")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
                  "MIGraphXExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider")
 # Libraries onnxruntime-gpu 1.2x/1.3x loads for CUDA 12/13 and cuDNN 9 (checked by `doctor`).

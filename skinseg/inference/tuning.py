@@ -13,24 +13,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import platform
 from collections.abc import Callable
 from typing import Any
 
 from skinseg.shared import files
 from skinseg.shared.errors import SkinsegError
-from skinseg.shared.system import cache_dir, cpu_flags
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from skinseg.shared.system import cache_dir, cpu_flags, cpu_model
 
 
 def choose(key: dict[str, Any], candidates: dict[str, Callable[[], float]]) -> tuple[str, dict[str, float], bool]:
@@ -38,7 +26,7 @@ def choose(key: dict[str, Any], candidates: dict[str, Callable[[], float]]) -> t
     Each candidate is a function that returns its time; they run only when no choice is cached."""
     import onnxruntime as ort
 
-    full = key | {"cpu": _cpu(), "flags": sorted({"avx512_vnni", "amx_int8", "amx_bf16"} & cpu_flags()),
+    full = key | {"cpu": cpu_model(), "flags": sorted({"avx512_vnni", "amx_int8", "amx_bf16"} & cpu_flags()),
                   "onnxruntime": ort.__version__, "candidates": sorted(candidates)}
     name = json.dumps(full, sort_keys=True)
     folder = cache_dir()

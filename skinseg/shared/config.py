@@ -273,8 +273,8 @@ def _uncomment(value: str) -> str:
 
 
 def read_ini(path: Path) -> list[tuple[str, list[tuple[str, str, int]]]]:
-    """[(section, [(key, raw value, line)])] of an INI file, by one documented rule (docs/configuration.md,
-    "Configuration"): whole-line comments start with # or ;, inline ones with # or ; after white space
+    """[(section, [(key, raw value, line)])] of an INI file, by one documented rule (docs/segment.md,
+    "Configs"): whole-line comments start with # or ;, inline ones with # or ; after white space
     outside quotes; a value in quotes keeps what is inside them; section and key names ignore case and
     surrounding spaces, and a name given twice is an error naming both lines; no [DEFAULT], no indented
     or continued lines."""

@@ -49,15 +49,27 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    model, flags = platform.processor() or platform.machine(), frozenset()
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+            if line.startswith("flags") and not flags:
+                flags = frozenset(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return model, flags
+
+
+def cpu_model() -> str:
+    """This CPU's name (Linux /proc/cpuinfo; the platform's word elsewhere)."""
+    return _cpuinfo()[0]
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    return _cpuinfo()[1]
 
 
 def has_bf16() -> bool:
