@@ -17,7 +17,9 @@ import httpx
 import numpy as np
 import pytest
 
+from skinseg.shared.images import encode
 from skinseg.shared.synthetic import png_header
+from tests.realdata import ISIC256
 from tests.serving import Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,16 +253,20 @@ def test_a_port_in_use_is_refused_before_listening(server):
 
 
 def test_the_page_segments_an_image_in_a_real_browser(server, tmp_path):
-    """Debian's chromium, headless, driven by Playwright: upload a fixture, wait for the overlay, compare
-    the area shown with the API's figure; the screenshot is kept as an artifact."""
+    """Debian's chromium, headless, driven by Playwright, used as a clinic user would: upload a fixture,
+    compare the area shown with the API's; a flagged image, an image without a lesion, a scale, an
+    unreachable service, the enlarged view and Clear. The screenshots are kept as artifacts."""
     from playwright.sync_api import sync_playwright
 
     chromium = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
     assert chromium, "Debian's chromium is needed: bash scripts/test.sh installs it (apt-get install chromium)"
-    path = FULLRES[1]
+    path, flagged = FULLRES[1], ISIC256 / "test" / "images" / "ISIC_0000127.jpg"
     expected = post(server.url, path).json()["lesion_area_px"]
+    assert post(server.url, flagged).json()["review"] is True  # the int8 model is unsure about this one
+    skin = np.full((300, 400, 3), (230, 200, 190), np.uint8)  # plain skin colour (RGB), no lesion
     artifacts = Path(os.environ.get("SKINSEG_ARTIFACTS", tmp_path))
     artifacts.mkdir(parents=True, exist_ok=True)
+    first = ".card:first-child"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
@@ -271,12 +277,44 @@ def test_the_page_segments_an_image_in_a_real_browser(server, tmp_path):
             page.set_input_files("#file", [str(path)])
             page.wait_for_selector(".card[data-state=done] img", timeout=60_000)
             assert int(page.text_content(".card[data-state=done] .area-px")) == expected
-            assert f"{expected:,} px" in page.inner_text(".card[data-state=done] .figures")
-            assert page.get_attribute("a.button", "download").endswith("_mask.png")
+            figures = page.inner_text(".card[data-state=done] .figures")
+            assert f"{expected:,} px" in figures and "Separate parts" in figures and "no scale given" in figures
+            assert "Components" not in figures and "Box (" not in figures
+            downloads = [page.get_attribute(a, "download") for a in (f"{first} a.button >> nth=0",
+                                                                      f"{first} a.button >> nth=1")]
+            assert downloads[0].endswith("_mask.png") and downloads[1].endswith("_outlined.jpg")
+            page.click(f"{first} button.view")  # enlarge, then compare with the original
+            page.wait_for_selector("#viewer[open]")
+            page.click("#viewer-toggle")
+            assert page.get_attribute("#viewer-img", "src").startswith("blob:")
+            page.screenshot(path=str(artifacts / "serve-page-viewer.png"))
+            page.click("#viewer-close")
+
+            page.fill("#spacing", "0.02")
+            page.set_input_files("#file", [str(flagged)])
+            page.wait_for_selector(f"{first}[data-state=done]", timeout=60_000)
+            assert "Check this outline" in page.inner_text(f"{first} .review")
+            assert " mm (" in page.inner_text(f"{first} .figures")
+            page.fill("#spacing", "")
+
+            page.set_input_files("#file", [{"name": "skin.png", "mimeType": "image/png",
+                                            "buffer": encode(".png", skin)}])
+            page.wait_for_selector(f"{first}[data-state=done]", timeout=60_000)
+            assert page.inner_text(f"{first} .none") == "No lesion found in this image."
+            assert page.locator(f"{first} a.button").count() == 1  # the outlined image, no empty mask as a result
+
             page.set_input_files("#file", [{"name": "notes.txt.jpg", "mimeType": "image/jpeg", "buffer": b"hello"}])
-            page.wait_for_selector(".card[data-state=error]", timeout=30_000)
-            assert "notes.txt.jpg: not a readable image" in page.inner_text(".card[data-state=error] .error")
+            page.wait_for_selector(f"{first}[data-state=error]", timeout=30_000)
+            assert "notes.txt.jpg: not a readable image" in page.inner_text(f"{first} .error")
             page.screenshot(path=str(artifacts / "serve-page.png"), full_page=True)
+
+            page.route("**/v1/segment*", lambda route: route.abort())  # the service gone
+            page.set_input_files("#file", [str(path)])
+            page.wait_for_selector(f"{first}[data-state=error]", timeout=30_000)
+            said = page.inner_text(f"{first} .error")
+            assert "cannot be reached" in said and "Refused" not in said
+            page.click("#clear")
+            assert page.locator(".card").count() == 0
         finally:
             browser.close()
     assert (artifacts / "serve-page.png").stat().st_size > 10_000
