@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // skinseg reference client: turns raw images into skinseg's lesion masks with nothing but the ONNX
-// model file, by the rules of docs/model-contract.md (contract version = skinseg.format 3).
+// model file, by the rules of docs/model-contract.md (contract version = skinseg.format 4).
 //
 //   node clients/js/segment.js --model MODEL.onnx --output DIR IMAGE...
 //
@@ -61,7 +61,7 @@ function readMetadata(file) {
 
 function contract(meta, file) {
   const fmt = meta["skinseg.format"];
-  if (!["1", "2", "3"].includes(fmt)) throw new Error(`${file}: not a skinseg model this client reads (skinseg.format = ${fmt})`);
+  if (!["1", "2", "3", "4"].includes(fmt)) throw new Error(`${file}: not a skinseg model this client reads (skinseg.format = ${fmt})`);
   const json = (k, d) => (meta[k] ? JSON.parse(meta[k]) : d);
   const c = {
     layout: meta["skinseg.layout"] || "NHWC",
@@ -74,6 +74,8 @@ function contract(meta, file) {
     resize: Object.assign({ image_down: "area", image_up: "linear", probability: "linear" }, json("skinseg.resize", {})),
     tiling: Object.assign({ overlap: 0.5, sigma_scale: 0.125, pad: "edge" }, json("skinseg.tiling", {})),
     tta: meta["skinseg.tta"] === "true", // format 3: average the tile over its flips
+    // format 4: below this confidence a mask is flagged for a person to check; 0.65 when the file has none
+    reviewThreshold: meta["skinseg.review_threshold"] ? parseFloat(meta["skinseg.review_threshold"]) : 0.65,
   };
   if (c.layout !== "NHWC" || c.inputDtype !== "uint8" || c.output !== "probability") {
     throw new Error(`${file}: this client runs uint8 NHWC models with a probability output (skinseg export writes them)`);
@@ -306,6 +308,22 @@ function fillHoles(mask, h, w) {
   return out;
 }
 
+// ---- confidence (contract 6): 1 - undecided pixels / largest lesion component, at the working scale
+function confidence(prob, h, w, threshold) {
+  let undecided = 0;
+  const mask = new Uint8Array(h * w);
+  for (let i = 0; i < h * w; i++) {
+    if (prob[i] > 0.2 && prob[i] < 0.8) undecided++;
+    mask[i] = prob[i] >= threshold ? 1 : 0;
+  }
+  if (!undecided) return 1;
+  const largest = keepComponents(mask, h, w, "largest", 0);
+  let lesion = 0;
+  for (let i = 0; i < h * w; i++) lesion += largest[i];
+  const c = Math.max(0, 1 - undecided / Math.max(1, lesion));
+  return Math.round(c * 10000) / 10000;
+}
+
 // ---- one image -------------------------------------------------------------------------------------
 async function segment(session, c, file) {
   const { data, info } = await sharp(file).rotate().removeAlpha().toColourspace("srgb").raw()
@@ -325,6 +343,7 @@ async function segment(session, c, file) {
     }
   }
   let prob = await slidingWindow(session, rgb, wh, ww, c);
+  const conf = confidence(prob, wh, ww, c.threshold);
   if (wh !== h || ww !== w) prob = resize(prob, wh, ww, 1, h, w, c.resize.probability);
   if (c.post.blur > 0) prob = gaussianBlur(prob, h, w, c.post.blur);
   let mask = new Uint8Array(h * w);
@@ -332,7 +351,7 @@ async function segment(session, c, file) {
   if (c.post.keep === "largest" || c.post.min_area > 0) mask = keepComponents(mask, h, w, c.post.keep, c.post.min_area);
   if (c.post.fill_holes && mask.some((v) => v)) mask = fillHoles(mask, h, w);
   for (let i = 0; i < h * w; i++) mask[i] *= 255;
-  return { mask, h, w };
+  return { mask, h, w, confidence: conf, review: conf < c.reviewThreshold };
 }
 
 async function main(argv) {
@@ -359,14 +378,14 @@ async function main(argv) {
   let failed = 0;
   for (const file of args.images) {
     try {
-      const { mask, h, w } = await segment(session, c, file);
+      const { mask, h, w, confidence: conf, review } = await segment(session, c, file);
       const out = path.join(args.output, path.parse(file).name + ".png");
       // toColourspace("b-w"): one 8-bit grey channel, as the contract (5.6) and skinseg infer write it;
       // without it sharp writes an RGB PNG
       await sharp(Buffer.from(mask), { raw: { width: w, height: h, channels: 1 } }).toColourspace("b-w").png()
         .toFile(out + ".part");
       fs.renameSync(out + ".part", out);
-      console.log(`${file} -> ${out}`);
+      console.log(`${file} -> ${out} confidence ${conf.toFixed(4)} review ${review ? "yes" : "no"}`);
     } catch (e) {
       failed++;
       console.error(`error: ${file}: ${e.message}`);

@@ -150,7 +150,7 @@ def eval_(
 ) -> None:
     """Score models on a test split with ISIC metrics at the masks' resolution, with infer's engine flags.
 
-    Writes metrics.csv, summary.json, worst.png, jaccard_hist.png and threshold_sweep.png.
+    Writes metrics.csv, summary.json, worst.png, jaccard_hist.png, threshold_sweep.png and risk_coverage.png.
 
     [dim]Examples:[/]
       skinseg eval config.ini
@@ -160,6 +160,36 @@ def eval_(
 
     raise typer.Exit(run_eval(config, model, images, masks, output, provider, engine, exist_ok=exist_ok,
                               save_masks=save_masks, worst=worst, quiet=quiet))
+
+
+@app.command("review-threshold")
+@command
+@engine_flags
+def review_threshold(
+    config: Annotated[Path | None, typer.Argument(help="Seed-style config: decides on its \\[eval] split with the "
+                                                       "model trained from it.")] = None,
+    model: ModelOpt = None,
+    images: Annotated[Path | None, typer.Option(help="Images with expert masks (or a split folder with images/ "
+                                                     "and masks/).")] = None,
+    masks: Annotated[Path | None, typer.Option(help="Their masks (default: masks/ beside images/).")] = None,
+    max_flagged: Annotated[float, typer.Option(help="Flag at most this share of these images (0.15 = 15 %), the "
+                                                    "least confident first.")] = 0.15,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write a copy of the model that records "
+                                                "the threshold (default: only report it).")] = None,
+    provider: ProviderOpt = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    engine: Any = None,
+) -> None:
+    """Decide a model's review threshold on images with masks, e.g. a clinic's own validation set.
+
+    [dim]Examples:[/]
+      skinseg review-threshold --model model.onnx --images valid/images --masks valid/masks -o model-clinic.onnx
+      skinseg review-threshold config.ini --max-flagged 0.10
+    """
+    from skinseg.commands.review_threshold import run_review_threshold
+
+    raise typer.Exit(run_review_threshold(model, config, images, masks, max_flagged, output, provider, engine,
+                                          quiet=quiet))
 
 
 @app.command()
@@ -377,6 +407,8 @@ def export(
     max_drop: Annotated[float, typer.Option(help="Largest INT8 validation Jaccard loss, in points.")] = 0.5,
     max_disagreement: Annotated[float, typer.Option(help="Largest INT8 mask disagreement with FP32, in Jaccard "
                                                          "points.")] = 3.0,
+    max_flagged: Annotated[float, typer.Option(help="Review threshold: flag at most this share of the validation "
+                                                    "images for a person to check (0.15 = 15 %).")] = 0.15,
     force: Annotated[bool, typer.Option("--force", help="Keep an INT8 model that exceeds --max-drop.")] = False,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim "
                                            "(pip install onnxslim).")] = False,
@@ -392,8 +424,7 @@ def export(
     from skinseg.training.export import export as run_export
 
     run_export(source, opset, output, fp16, int8, calibration, valid, max_drop, force, simplify, quiet=quiet,
-               max_disagreement=max_disagreement,
-               target=target)
+               max_disagreement=max_disagreement, target=target, max_flagged=max_flagged)
 
 
 def main() -> None:

@@ -9,21 +9,11 @@ from typing import Any
 from skinseg import ui
 from skinseg.evaluation.report import write_reports
 from skinseg.evaluation.scoring import ModelResult, evaluate_model, model_labels
+from skinseg.evaluation.splits import find_split, pairs_for
 from skinseg.inference.options import EngineOptions
 from skinseg.inference.segmenter import Segmenter
 from skinseg.shared import files
-from skinseg.shared.dataset import split_pairs
 from skinseg.shared.errors import SkinsegError
-
-
-def pairs_for(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """Pairs to score, and (file, reason) for every input that cannot be scored (reported, not fatal)."""
-    p = split_pairs(images, masks)
-    problems = [(str(i), "no matching mask") for i in p.images_without_mask]
-    problems += [(str(m), "mask without an image") for m in p.masks_without_image]
-    problems += [(k, "several masks for one image id") for k in p.duplicate_ids]
-    return p.pairs, problems
-
 
 METRIC_ROWS = (("jaccard", "mean Jaccard"), ("thresholded_jaccard", "thresholded Jaccard (ISIC 2018)"),
                ("dice", "Dice"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
@@ -92,11 +82,28 @@ class EvalRun:
             with_tta = key.endswith("_with")
             rows.append([name, *[f"{r.summary['tta'][key]:.4f}" + (" *" if r.summary["tta"]["used"] == with_tta else "")
                                  if r.summary.get("tta", {}).get(key) is not None else "" for r in results]])
+        rows += self.review_rows(results)
         rows.append(["scored / errors", *[f"{len(r.ok)} / {r.summary['errors']}" for r in results]])
         ui.table(title, ["metric", *self.labels], rows, right=tuple(range(1, len(results) + 1)))
         ui.out.print("* the TTA setting this run used: the model's own (skinseg.tta) unless --tta / --no-tta")
         for label, seg in zip(self.labels, self.segs, strict=True):  # which file each column scored
             ui.out.print(f"{ui.escape(label)} = {ui.escape(str(seg.model_path))}", soft_wrap=True)
+
+    @staticmethod
+    def review_rows(results: list[ModelResult]) -> list[list[str]]:
+        """The review flag on this split: how well confidence ranks failures, and at the threshold."""
+        def cell(r: ModelResult, show: Any) -> str:
+            rv = r.summary.get("review")
+            return show(rv) if rv else ""
+
+        pct = lambda v: "" if v is None else f"{100 * v:.0f} %"  # noqa: E731
+        num = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+        return [[name, *[cell(r, show) for r in results]] for name, show in (
+            ("review: AUROC for failures", lambda rv: num(rv["auroc_failures"]) or "n/a (no failures or no successes)"),
+            ("review: threshold", lambda rv: f"{rv['threshold']:.3f}"),
+            ("review: images flagged", lambda rv: f"{rv['flagged']} ({pct(rv['flagged_share'])})"),
+            ("review: failures flagged", lambda rv: f"{rv['failures_caught']} of {rv['failures']}"),
+            ("review: mean Jaccard unflagged", lambda rv: num(rv["mean_jaccard_unflagged"])))]
 
     @staticmethod
     def report_problems(results: list[ModelResult], problems: list[tuple[str, str]]) -> None:
@@ -111,25 +118,6 @@ class EvalRun:
                     ui.warn(f"not scored: {files.shown(row['file'])}: {row['error']}")
 
 
-def test_split(config: Path | None, images: Path | None, masks: Path | None) -> Any:
-    """The folders to score: --images/--masks, else the config's [test] split."""
-    from skinseg.shared.dataset import config_split, locate_split
-
-    if images is None and config is not None:
-        from skinseg.shared.config import load_config
-
-        dirs = config_split(load_config(config, ui.warn), "test")
-        if dirs is None:
-            raise SkinsegError(f"{config}: [test] image_datapath is not set; or pass --images and --masks")
-        return dirs
-    if images is None:
-        raise SkinsegError("no test data: give a config with a [test] section, or --images DIR --masks DIR")
-    for flag, folder in (("--images", images), ("--masks", masks)):
-        if folder is not None and not Path(folder).is_dir():
-            raise SkinsegError(f"{flag} {folder}: no such folder")
-    return locate_split(images, masks)
-
-
 def run_eval(config: Path | None, models: list[str] | None, images: Path | None, masks: Path | None,
              output: Path | None, provider: str, engine: EngineOptions, *, exist_ok: bool = False,
              save_masks: bool = False, worst: int = 12, quiet: bool = False) -> int:
@@ -139,11 +127,8 @@ def run_eval(config: Path | None, models: list[str] | None, images: Path | None,
 
     if worst < 0:
         raise SkinsegError(f"--worst {worst}: must be 0 (no gallery) or more")
-    dirs = test_split(config, images, masks)
+    dirs = find_split(config, images, masks, "test")
     pairs, problems = pairs_for(dirs.images, dirs.masks)
-    if not pairs:
-        raise SkinsegError(f"no image/mask pairs in {dirs.images} and {dirs.masks} (masks named "
-                           "<id>_segmentation.png?)")
     paths = [choose_model(m, None, provider) for m in models] if models else [choose_model(None, config, provider)]
     engine = config_engine(config, engine)  # the config's [mask], as infer --config applies it
     segs = [Segmenter(m, provider, engine) for m in paths]
@@ -158,5 +143,5 @@ def run_eval(config: Path | None, models: list[str] | None, images: Path | None,
         ui.warn(f"{count} of {len(pairs)} masks read by the mask rule (docs/segment.md, Masks): {how}")
     # the last line says where the results are, also with -q
     ui.out.print(f"reports in {ui.escape(str(out))}: metrics.csv summary.json worst.png jaccard_hist.png "
-                 "threshold_sweep.png", soft_wrap=True)
+                 "threshold_sweep.png risk_coverage.png", soft_wrap=True)
     return 1 if problems or any(r.summary["errors"] for r in results) else 0

@@ -15,7 +15,7 @@ from skinseg.shared.render import save_figure
 
 
 def write_reports(results: list[ModelResult], out: Path, meta: dict[str, Any]) -> None:
-    """metrics.csv, summary.json, worst.png, jaccard_hist.png, threshold_sweep.png."""
+    """metrics.csv, summary.json, worst.png, jaccard_hist.png, threshold_sweep.png, risk_coverage.png."""
     files.write_csv(out / "metrics.csv", COLUMNS, (row for r in results for row in r.rows))
     files.write_json(out / "summary.json", meta | {"models": {r.label: {"path": str(r.path), **r.summary}
                                                                for r in results}})
@@ -30,10 +30,11 @@ def write_reports(results: list[ModelResult], out: Path, meta: dict[str, Any]) -
 def worst_gallery(r: ModelResult) -> np.ndarray:
     from skinseg.shared.render import LESION, TRUTH, grid, overlay
 
-    cells = [overlay(rgb, pred, LESION, alpha=0.0, truth=truth) for _, _, rgb, truth, pred in r.worst]
-    labels = [f"{p.stem} J={j:.2f}" for j, p, *_ in r.worst]
+    cells = [overlay(rgb, pred, LESION, alpha=0.0, truth=truth) for _, _, rgb, truth, pred, _ in r.worst]
+    labels = [f"{p.stem} J={j:.2f}" + (" REVIEW" if flagged else "") for j, p, *_, flagged in r.worst]
     return grid(cells, labels, cols=4, cell=320,
-                legend=[(TRUTH, "ground truth"), (LESION, "prediction"), (None, "J = Jaccard, worst first")])
+                legend=[(TRUTH, "ground truth"), (LESION, "prediction"),
+                        (None, "J = Jaccard, worst first; REVIEW = flagged for a person to check")])
 
 
 def plots(results: list[ModelResult], out: Path) -> None:
@@ -63,3 +64,33 @@ def plots(results: list[ModelResult], out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, out / "threshold_sweep.png")
+    risk_coverage(results, out / "risk_coverage.png")
+
+
+def risk_coverage(results: list[ModelResult], path: Path) -> None:
+    """Mean Jaccard of the images kept as the least confident are set aside for review (0-50 %), with
+    each model's operating point: what the review flag buys."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, r in enumerate(results):
+        rv = r.summary.get("review")
+        if not rv:
+            continue
+        curve = [c for c in rv["risk_coverage"] if c["mean_jaccard_kept"] is not None]
+        line, = ax.plot([100 * c["flagged_share"] for c in curve], [c["mean_jaccard_kept"] for c in curve],
+                        marker="o", ms=3, label=f"{r.label} (AUROC {rv['auroc_failures']:.3f})"
+                        if rv["auroc_failures"] is not None else r.label)
+        if rv["mean_jaccard_unflagged"] is not None:
+            ax.plot([100 * rv["flagged_share"]], [rv["mean_jaccard_unflagged"]], "*", ms=12, color=line.get_color())
+            if i == 0:  # one label: the others' stars sit close by and their text would overprint it
+                said = f"threshold {rv['threshold']:.2f}: {rv['failures_caught']}/{rv['failures']} failures flagged"
+                ax.annotate(said,
+                            (100 * rv["flagged_share"], rv["mean_jaccard_unflagged"]), textcoords="offset points",
+                            xytext=(8, -14), fontsize=8)
+    ax.set_xlabel("images flagged for review, least confident first (%)")
+    ax.set_ylabel("mean Jaccard of the images not flagged")
+    ax.set_title("Risk-coverage: what the review flag buys", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    save_figure(fig, path)

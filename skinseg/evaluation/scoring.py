@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from skinseg.inference.postprocess import postprocess
+from skinseg.inference.review import needs_review, review_figures
 from skinseg.inference.segmenter import Segmenter
 from skinseg.runner.encodings import mask_png
 from skinseg.shared import files
@@ -18,7 +19,7 @@ from skinseg.shared.images import read_binary_mask
 from skinseg.shared.metrics import METRICS, aggregate, scores
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
-COLUMNS = ["model", "file", "status", *METRICS, "width", "height", "seconds", "error"]
+COLUMNS = ["model", "file", "status", *METRICS, "confidence", "review", "width", "height", "seconds", "error"]
 
 
 @dataclass
@@ -27,7 +28,7 @@ class ModelResult:
     path: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     sweep: dict[float, list[float]] = field(default_factory=lambda: {t: [] for t in THRESHOLDS})
-    worst: list[tuple[float, Path, np.ndarray, np.ndarray]] = field(default_factory=list)  # small previews
+    worst: list[tuple[float, Path, np.ndarray, np.ndarray, np.ndarray, bool]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     stored: dict[str, int] = field(default_factory=dict)  # how masks not stored as 0/255 were read -> count
 
@@ -90,15 +91,16 @@ def evaluate_model(seg: Segmenter, label: str, pairs: list[tuple[Path, Path]], s
         row.update({k: (round(v, 6) if isinstance(v, float) and not np.isnan(v) else ("" if isinstance(v, float)
                                                                                        else v))
                     for k, v in s.items()})
-        row.update(status="ok", width=truth.shape[1], height=truth.shape[0], seconds=round(pred.seconds, 3),
-                   error="")
+        flagged = needs_review(pred.confidence, seg.review_threshold)
+        row.update(status="ok", confidence=pred.confidence, review="yes" if flagged else "no", width=truth.shape[1],
+                   height=truth.shape[0], seconds=round(pred.seconds, 3), error="")
         res.rows.append(row)
         for t in THRESHOLDS:
             m = postprocess(pred.probability, replace(seg.post, threshold=t))
             res.sweep[t].append(scores(m, truth, with_hd95=False)["jaccard"])
         if worst_n:
             rgb = loaded.rgb
-            res.worst.append((s["jaccard"], image_path, *_preview(rgb, truth, pred.mask)))
+            res.worst.append((s["jaccard"], image_path, *_preview(rgb, truth, pred.mask), flagged))
             res.worst.sort(key=lambda w: w[0])
             del res.worst[worst_n:]
         if save_masks is not None:
@@ -112,6 +114,9 @@ def evaluate_model(seg: Segmenter, label: str, pairs: list[tuple[Path, Path]], s
         res.summary["threshold_sweep"] = sweep
         res.summary["best_threshold"] = {"threshold": best, "mean_jaccard": sweep[best],
                                          "current_threshold": seg.post.threshold}
+    if res.ok:  # how well the review flag finds this split's failures, at the engine's threshold
+        res.summary["review"] = review_figures([r["confidence"] for r in res.ok], [r["jaccard"] for r in res.ok],
+                                               seg.review_threshold)
     res.summary["errors"] = len(res.rows) - len(res.ok)
     return res
 

@@ -208,8 +208,8 @@ class EngineOptions:
     review_threshold: float | None = option(
         None, flag="--review-threshold", cli=float | None, pixels=False,
         check=_between(0, 1, "must be 0 (never flag) to 1 (flag every mask)"),
-        help="Flag masks whose confidence is below this for review (default: 0.65, chosen on the shipped "
-             "model's validation split).")
+        help="Flag masks whose confidence is below this for a person to check (default: the model's own, "
+             "chosen on its validation split; 0.65 for a model that records none).")
     max_tiles: int = option(
         20_000, flag="--max-tiles", cli=int, cli_default=20_000, pixels=False,
         check=_between(1, 10_000_000, "must be 1 to 10000000", integer=True),

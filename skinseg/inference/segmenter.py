@@ -90,6 +90,9 @@ class Segmenter:
         post = {k: v for k, v in self.spec.postprocess.items() if k in PostProcess.__dataclass_fields__}
         post["threshold"] = self.spec.threshold if o.threshold is None else o.threshold
         self.post = PostProcess(**(post | o.post_overrides()))
+        recorded = self.spec.metadata.review_threshold
+        self.review_threshold: float = (o.review_threshold if o.review_threshold is not None else
+                                        recorded if recorded is not None else review.DEFAULT_REVIEW_THRESHOLD)
         self._scratch = threading.local()
         self.keep_buffer_pixels: int | None = None  # keep a thread's full-size buffer up to this size (None: any)
 
@@ -132,6 +135,7 @@ class Segmenter:
             "reduced_decode": self.reduced_decode,
             "batch": self.batch,
             "tta": self.tta,
+            "review_threshold": self.review_threshold,
             "postprocess": self.post.as_dict(),
             "io_binding": self.adapter.io_binding,
             "graph_opt": self.adapter.graph_opt,
@@ -145,7 +149,8 @@ class Segmenter:
         spec = self.spec
         values = self.options.as_dict() | {
             "tile": f"{self.tile[0]}x{self.tile[1]}", "scale": self.scale, "overlap": self.overlap, "batch": self.batch,
-            "tta": self.tta, "io_binding": self.adapter.io_binding, "output_kind": spec.output_kind,
+            "tta": self.tta, "review_threshold": self.review_threshold, "io_binding": self.adapter.io_binding,
+            "output_kind": spec.output_kind,
             "input_max": spec.input_max, "graph_opt": self.adapter.graph_opt} | self.post.as_dict()
         return {name: values[name] for name in EngineOptions.names()}
 

@@ -111,7 +111,7 @@ class BatchRun:
             with contextlib.suppress(TypeError, ValueError):  # millimetres and review follow this run's options
                 area, diameter = in_millimetres(int(row["lesion_area_px"]), float(row["diameter_px"]),
                                                 self.pixel_spacing)
-                flag = needs_review(float(row["confidence"]), self.seg.options.review_threshold)
+                flag = needs_review(float(row["confidence"]), self.seg.review_threshold)
                 return row | {"area_mm2": "" if area is None else area,
                               "diameter_mm": "" if diameter is None else diameter, "review": "yes" if flag else "no"}
         try:  # outputs are complete: recompute the stats
@@ -268,7 +268,7 @@ class BatchRun:
         try:
             loaded = self.seg.load(job.path)
             result = Result.from_prediction(self.seg.predict(loaded), loaded, job.path, self.pixel_spacing,
-                                            self.seg.options.review_threshold)
+                                            self.seg.review_threshold)
             self.write_outputs(job, result)
         except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
             return self.row(job, status="error", error=failure(exc), mask="", overlay="")

@@ -66,7 +66,7 @@ class LocalPipeline:
                         error_row(job, failure(exc))
                         continue
                     result = Result.from_prediction(pred, loaded, job.path, run.pixel_spacing,
-                                                    run.seg.options.review_threshold)
+                                                    run.seg.review_threshold)
                     row = run.row(job, status="ok", **result.row(), error="")
 
                     def write(job=job, result=result, row=row, t=t) -> None:

@@ -3,8 +3,10 @@ side by side, so what export writes and what the engine reads cannot drift apart
 
 Format 2 adds `resize` (how pixels go to the working scale and back) and `tiling` (overlap, Gaussian
 sigma, padding) to format 1; format 3 adds `tta` (whether the model should run with flip test-time
-augmentation). Older files read with the rules they were made with (area down, linear up, overlap
-0.5, sigma tile/8, edge padding, no TTA).
+augmentation); format 4 adds `review_threshold` (confidence below which a mask is flagged for a
+person to check, chosen by export on the validation split). Older files read with the rules they
+were made with (area down, linear up, overlap 0.5, sigma tile/8, edge padding, no TTA, the engine's
+default review threshold).
 docs/model-contract.md states what every key means for a client.
 """
 
@@ -19,8 +21,8 @@ from skinseg.shared.errors import SkinsegError
 from skinseg.shared.scale import DEFAULT_RESIZE, MAX_SCALE, METHODS, MIN_SCALE, check_scale
 
 PREFIX = "skinseg."
-FORMAT_VERSION = "3"
-READABLE_FORMATS = ("1", "2", "3")
+FORMAT_VERSION = "4"
+READABLE_FORMATS = ("1", "2", "3", "4")
 OUTPUT_KINDS = ("probability", "logits", "softmax")
 LAYOUTS = ("NHWC", "NCHW")
 INPUT_DTYPES = ("uint8", "float32", "float16")
@@ -54,7 +56,7 @@ def postprocess_problem(name: str, value: Any) -> str | None:
 DEFAULT_TILING: dict[str, Any] = {"overlap": 0.5, "sigma_scale": 0.125, "pad": "edge"}
 # Provenance keys: written for people, never read by the engine.
 PROVENANCE = ("precision", "backbone", "decoder", "config", "dataset", "metrics", "versions", "opset", "created",
-              "source", "source_sha256", "quantization")
+              "source", "source_sha256", "quantization", "review")
 
 
 class MetadataError(SkinsegError):
@@ -78,6 +80,7 @@ class ModelMetadata:
     resize: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RESIZE))
     tiling: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TILING))
     tta: bool = False  # run with flip test-time augmentation (export decides from the validation split)
+    review_threshold: float | None = None  # flag masks less confident than this (None: the engine's default)
     provenance: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -101,6 +104,8 @@ class ModelMetadata:
             "tiling": json.dumps(DEFAULT_TILING | self.tiling),
             "tta": "true" if self.tta else "false",
         }
+        if self.review_threshold is not None:
+            props["review_threshold"] = f"{self.review_threshold:g}"
         if self.tile:
             props["tile_height"], props["tile_width"] = str(self.tile[0]), str(self.tile[1])
         props |= {k: v for k, v in self.provenance.items() if k in PROVENANCE}
@@ -133,6 +138,7 @@ class ModelMetadata:
             resize=r.resize("resize"),
             tiling=r.tiling("tiling"),
             tta=bool(r.boolean("tta")),
+            review_threshold=r.unit("review_threshold"),
             provenance={k: v for k, v in meta.items() if k in PROVENANCE},
         )
 
@@ -199,6 +205,17 @@ class _Reader:
             raise self.fail(key, "a number between 0 and 1") from None
         if not (math.isfinite(p) and 0 < p <= 1):
             raise self.fail(key, "a number between 0 and 1")
+        return p
+
+    def unit(self, key: str) -> float | None:
+        """A number from 0 to 1, both included."""
+        v = self.raw(key)
+        try:
+            p = None if v is None else float(v)
+        except ValueError:
+            raise self.fail(key, "a number from 0 to 1") from None
+        if p is not None and not (math.isfinite(p) and 0 <= p <= 1):
+            raise self.fail(key, "a number from 0 to 1")
         return p
 
     def range(self, key: str) -> tuple[float, float] | None:

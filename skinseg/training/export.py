@@ -27,6 +27,7 @@ import numpy as np
 from skinseg import __version__, ui
 from skinseg.inference.int8 import Gate, calibration_tiles, check_limit, check_target, gate, quantize_file
 from skinseg.inference.parity import Parity, compare
+from skinseg.inference.review import MAX_FLAGGED
 from skinseg.shared import files
 from skinseg.shared.dataset import collect_images, config_split, locate_split, split_pairs
 from skinseg.shared.errors import SkinsegError
@@ -194,13 +195,14 @@ def validation_pairs(src: Source, valid: Path | None) -> list[tuple[Path, Path]]
     return split_pairs(dirs.images, dirs.masks).pairs
 
 
-def engine_masks(model_path: Path, images: list[Path], tta: bool | None = None) -> list[np.ndarray]:
-    """Masks through the engine (the code path infer and eval use) on the CPU; `tta` None = as the file
-    records."""
+def engine_masks(model_path: Path, images: list[Path], tta: bool | None = None) -> tuple[list[np.ndarray], list[float]]:
+    """Masks and their confidences through the engine (the code path infer and eval use) on the CPU;
+    `tta` None = as the file records."""
     from skinseg.inference.segmenter import Segmenter
 
     seg = Segmenter(model_path, "cpu", tta=tta)
-    return [seg.predict(p).mask for p in images]
+    preds = [seg.predict(p) for p in images]
+    return [p.mask for p in preds], [p.confidence for p in preds]
 
 
 def to_fp16(fp32_model: Any) -> Any:
@@ -269,8 +271,12 @@ class Exporter:
                  int8: bool = False, calibration: Path | None = None, valid: Path | None = None,
                  max_drop: float = 0.5, force: bool = False, simplify: bool = False,
                  calibration_tiles: int = 64, quiet: bool = False, target: str = "cpu",
-                 max_disagreement: float = 3.0) -> None:
+                 max_disagreement: float = 3.0, max_flagged: float = MAX_FLAGGED) -> None:
         check_target(target)
+        if not 0 <= max_flagged <= 1:
+            raise SkinsegError(f"--max-flagged {max_flagged}: must be a share from 0 to 1 (0.15 = 15 % of images)")
+        self.max_flagged = max_flagged
+        self.review_thresholds: dict[str, float] = {}  # precision -> chosen on the validation split
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise SkinsegError(f"--opset {opset}: supported opsets are {MIN_OPSET} to {MAX_OPSET} (17 recommended)")
         self.src = find_source(source)
@@ -384,6 +390,7 @@ class Exporter:
         """Write a variant under its temporary name, with the metadata built once (and this precision)."""
         import onnx
 
+        self.meta.review_threshold = self.review_thresholds.get(precision)
         set_metadata(model, self.provenance(precision))
         model.ir_version = min(model.ir_version, min_ir_version(self.opset))
         onnx.checker.check_model(model)
@@ -452,13 +459,14 @@ class Exporter:
 
         self.truths = [read_binary_mask(m)[0] for _, m in self.pairs]
         images = [p for p, _ in self.pairs]
-        plain = engine_masks(self.pending["fp32"], images, tta=False)
+        plain, plain_conf = engine_masks(self.pending["fp32"], images, tta=False)
         self.fp32_masks, self.fp32_jac, tta_note = plain, None, ""
         if self.pairs:
-            flipped = engine_masks(self.pending["fp32"], images, tta=True)
+            flipped, flipped_conf = engine_masks(self.pending["fp32"], images, tta=True)
             j_plain, j_tta = mean_jaccard(plain, self.truths), mean_jaccard(flipped, self.truths)
             self.meta.tta = (j_tta - j_plain) * 100 >= TTA_GAIN
             self.fp32_masks, self.fp32_jac = (flipped, j_tta) if self.meta.tta else (plain, j_plain)
+            self.review_point("fp32", self.fp32_masks, flipped_conf if self.meta.tta else plain_conf)
             self.metrics["tta"] = {"val_jaccard_without": j_plain, "val_jaccard_with": j_tta,
                                    "gain_points": (j_tta - j_plain) * 100, "on": self.meta.tta}
             tta_note = f", TTA {'on' if self.meta.tta else 'off'} ({(j_tta - j_plain) * 100:+.2f} points)"
@@ -467,21 +475,38 @@ class Exporter:
         self.metrics["onnx_fp32"] = {"val_jaccard": self.fp32_jac, "parity_max_abs": self.diff,
                                      "val_images": len(self.pairs)}
         self.note = (f"{len(self.pairs)} images" if self.pairs else "no validation split") + tta_note
-        return self.save("fp32", self.onnx_model)  # now with the validation figures and TTA in its metadata
+        if "fp32" in self.review_thresholds:
+            self.note += f", review below {self.review_thresholds['fp32']:.3f}"
+        return self.save("fp32", self.onnx_model)  # now with the validation figures, TTA and review threshold
+
+    def review_point(self, precision: str, masks: list[np.ndarray], confidences: list[float]) -> None:
+        """The review threshold for this file: flag at most --max-flagged of the validation images (the
+        least confident); its figures go to the metrics."""
+        from skinseg.inference.review import choose_threshold, review_figures
+        from skinseg.shared.metrics import scores
+
+        threshold = choose_threshold(confidences, self.max_flagged)
+        self.review_thresholds[precision] = threshold
+        jaccards = [scores(m, t, with_hd95=False)["jaccard"] for m, t in zip(masks, self.truths, strict=True)]
+        figures = review_figures(confidences, jaccards, threshold)
+        figures.pop("risk_coverage")
+        self.metrics.setdefault("review", {})[precision] = figures | {"max_flagged": self.max_flagged}
 
     def agreement(self, precision: str) -> tuple[dict[str, Any], Gate | None]:
         """A variant against FP32 on the validation split, through the one INT8/FP16 gate's measure."""
         if not self.pairs:
             return {"precision": precision, "val_jaccard": None, "agreement_vs_fp32": None}, None
-        g = gate(self.fp32_masks, engine_masks(self.pending[precision], [p for p, _ in self.pairs]), self.truths,
-                 self.max_drop, self.max_disagreement)
+        masks, confidences = engine_masks(self.pending[precision], [p for p, _ in self.pairs])
+        self.review_point(precision, masks, confidences)
+        g = gate(self.fp32_masks, masks, self.truths, self.max_drop, self.max_disagreement)
         return {"precision": precision, "val_jaccard": g.int8_jaccard, "agreement_vs_fp32": g.agreement}, g
 
     @step("fp16 variant")
     def make_fp16(self) -> Path:
-        path = self.save("fp16", to_fp16(self.onnx_model))
-        self.rows.append(self.agreement("fp16")[0])
-        return path
+        model = to_fp16(self.onnx_model)
+        self.save("fp16", model)
+        self.rows.append(self.agreement("fp16")[0])  # measured on the saved file, which decides its threshold
+        return self.save("fp16", model)  # again, now with its review threshold
 
     def calibration_images(self) -> list[Path]:
         calib = self.calibration
@@ -555,7 +580,8 @@ class Exporter:
 def export(source: Path, opset: int = 17, output: Path | None = None, fp16: bool = False, int8: bool = False,
            calibration: Path | None = None, valid: Path | None = None, max_drop: float = 0.5, force: bool = False,
            simplify: bool = False, calibration_tiles: int = 64, quiet: bool = False,
-           target: str = "cpu", max_disagreement: float = 3.0) -> list[dict[str, Any]]:
+           target: str = "cpu", max_disagreement: float = 3.0,
+           max_flagged: float = MAX_FLAGGED) -> list[dict[str, Any]]:
     """Export, verify and report; returns one summary row per written file."""
     return Exporter(source, opset, output, fp16, int8, calibration, valid, max_drop, force, simplify,
-                    calibration_tiles, quiet, target, max_disagreement).run()
+                    calibration_tiles, quiet, target, max_disagreement, max_flagged).run()

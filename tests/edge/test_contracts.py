@@ -80,15 +80,19 @@ def test_working_size_rounds_half_up():
 
 def test_metadata_round_trips_and_refuses_bad_values():
     meta = ModelMetadata(tile=(192, 256), scale=256, threshold=0.45, resize={"image_down": "cubic"},
-                         postprocess={"blur": 2.0}, provenance={"precision": "int8"}, tta=True)
+                         postprocess={"blur": 2.0}, provenance={"precision": "int8"}, tta=True,
+                         review_threshold=0.6123)
     back = ModelMetadata.from_props(meta.to_props())
-    assert back.format == FORMAT_VERSION == "3" and back.tta is True and back.tile == (192, 256)
+    assert back.format == FORMAT_VERSION == "4" and back.tta is True and back.tile == (192, 256)
+    assert back.review_threshold == 0.6123
+    assert ModelMetadata.from_props(ModelMetadata().to_props()).review_threshold is None  # absent: engine default
     assert back.scale == 256 and back.threshold == 0.45
     assert back.resize["image_down"] == "cubic" and back.postprocess["blur"] == 2.0
     assert back.input_dtype == "uint8" and back.provenance["precision"] == "int8"
     for key, value in [("scale", "-5"), ("scale", "abc"), ("threshold", "abc"), ("threshold", "1.5"),
                        ("tile_height", "0"), ("postprocess", "{bad"), ("postprocess", '{"keep": "some"}'),
-                       ("resize", '{"image_down": "bicubic"}'), ("format", "9"), ("tta", "yes")]:
+                       ("resize", '{"image_down": "bicubic"}'), ("format", "9"), ("tta", "yes"),
+                       ("review_threshold", "1.2"), ("review_threshold", "high"), ("review_threshold", "nan")]:
         props = meta.to_props() | {f"skinseg.{key}": value}
         with pytest.raises(MetadataError, match=f"skinseg.{key}"):
             ModelMetadata.from_props(props)

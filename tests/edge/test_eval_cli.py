@@ -57,8 +57,16 @@ def test_eval_csv_matches_independent_computation(tmp_path, real_set):
     assert a["scored"] == 6 and a["jaccard"]["mean"] == pytest.approx(np.mean([float(r["jaccard"]) for r in rows
                                                                                if r["model"] == "a"]))
     assert 0.05 <= a["best_threshold"]["threshold"] <= 0.95 and len(a["threshold_sweep"]) == 19
-    for pic in ("worst.png", "worst-b.png", "jaccard_hist.png", "threshold_sweep.png"):
+    for pic in ("worst.png", "worst-b.png", "jaccard_hist.png", "threshold_sweep.png", "risk_coverage.png"):
         assert (out / pic).stat().st_size > 1000, pic
+    # the review flag on this split, at the engine's threshold: what the rows say, counted
+    mine = [r for r in rows if r["model"] == "a"]
+    review = a["review"]
+    assert review["flagged"] == sum(r["review"] == "yes" for r in mine) == sum(
+        float(r["confidence"]) < review["threshold"] for r in mine)
+    assert review["failures"] == sum(float(r["jaccard"]) < 0.65 for r in mine)
+    assert len(review["risk_coverage"]) == 11 and review["risk_coverage"][0]["mean_jaccard_kept"] == pytest.approx(
+        a["jaccard"]["mean"])
 
 
 def test_eval_reports_unscorable_inputs_and_goes_on(tmp_path, real_set):

@@ -15,7 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from skinseg.cli import app
+from skinseg.inference.review import DEFAULT_REVIEW_THRESHOLD
 from skinseg.shared.images import binarize, read_mask
+from skinseg.shared.metadata import ModelMetadata
+from tests.cli_helpers import csv_rows
 from tests.realdata import FULLRES, ISIC256
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "js"
@@ -82,3 +85,15 @@ def test_node_client_matches_skinseg_infer(tmp_path, precision):
     else:  # INT8 kernels of another ONNX Runtime version round a few boundary pixels differently
         assert min(exact) >= 0.999, exact
     assert np.mean(reduced) >= 0.995  # infer's reduced JPEG decode differs at boundary pixels (the contract)
+    # the review flag: the client's confidence is infer's (contract section 6), at the model's threshold
+    said = dict(line.split(" -> ")[0:1] + [line.split(" confidence ")[1]] for line in res.stdout.splitlines())
+    import onnx
+
+    recorded = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(model)).metadata_props})
+    threshold = DEFAULT_REVIEW_THRESHOLD if recorded.review_threshold is None else recorded.review_threshold
+    for p in images:
+        row = csv_rows(tmp_path / "exact" / p.stem / "results.csv")[0]
+        js_conf, _, js_review = said[str(p)].split()
+        assert abs(float(js_conf) - float(row["confidence"])) <= (1e-4 if precision == "fp32" else 0.01), p.name
+        if abs(float(row["confidence"]) - threshold) > 0.01:
+            assert js_review == row["review"], p.name

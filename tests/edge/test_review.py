@@ -10,11 +10,20 @@ from typer.testing import CliRunner
 
 from skinseg.cli import app
 from skinseg.inference.options import EngineOptions
-from skinseg.inference.review import DEFAULT_REVIEW_THRESHOLD, confidence, needs_review
+from skinseg.inference.review import (
+    DEFAULT_REVIEW_THRESHOLD,
+    auroc,
+    choose_threshold,
+    confidence,
+    needs_review,
+    review_figures,
+)
+from skinseg.inference.segmenter import Segmenter
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.images import encode
 from tests.cli_helpers import csv_rows
 from tests.onnx_factory import make_model, stripes
+from tests.realdata import ISIC256
 
 runner = CliRunner()
 
@@ -61,3 +70,72 @@ def test_results_run_json_and_resume_carry_the_flag(tmp_path):
     assert res.exit_code == 0, res.output
     assert [r["review"] for r in csv_rows(out / "results.csv")] == ["no"] * 3
     assert json.loads((out / "run.json").read_text())["flagged_for_review"] == 0
+
+
+def test_the_threshold_flags_at_most_the_share_asked_least_confident_first():
+    conf = [0.9, 0.1, 0.5, 0.7, 0.3, 0.95, 0.8, 0.6, 0.2, 0.99]
+    t = choose_threshold(conf, 0.3)  # 3 of 10 may be flagged
+    assert sorted(c for c in conf if c < t) == [0.1, 0.2, 0.3]
+    assert not [c for c in conf if c < choose_threshold(conf, 0.05)]  # less than one image: none
+    assert all(c < choose_threshold(conf, 1.0) for c in conf)  # every one
+    assert not [c for c in [0.5] * 10 if c < choose_threshold([0.5] * 10, 0.15)]  # ties: never more than asked
+
+
+def test_auroc_is_the_share_of_failure_success_pairs_ranked_right():
+    rng = np.random.default_rng(3)
+    scores, failed = rng.integers(0, 6, 40).astype(float), rng.random(40) < 0.3  # many ties
+    pos, neg = scores[failed], scores[~failed]
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert auroc(scores, failed) == pytest.approx(brute)
+    assert auroc(scores, np.zeros(40, bool)) is None
+
+
+def test_review_figures_count_what_they_say():
+    fig = review_figures([0.2, 0.4, 0.9, 0.95], [0.3, 0.9, 0.5, 0.9], threshold=0.5)
+    assert (fig["flagged"], fig["failures"], fig["failures_caught"]) == (2, 2, 1)
+    assert fig["mean_jaccard_unflagged"] == pytest.approx(0.7) and fig["mean_jaccard_all"] == pytest.approx(0.65)
+    assert fig["auroc_failures"] == pytest.approx(0.75)  # 3 of the 4 failure/success pairs ranked right
+    curve = {c["flagged_share"]: c["mean_jaccard_kept"] for c in fig["risk_coverage"]}
+    assert curve[0.0] == pytest.approx(0.65) and curve[0.5] == pytest.approx(0.7)  # the 2 most confident kept
+
+
+def _with_threshold(tmp_path, value: str):
+    return make_model(tmp_path / f"m{value}.onnx", tile=(64, 64), box=9, metadata={
+        "skinseg.format": "4", "skinseg.scale": "native", "skinseg.review_threshold": value})
+
+
+def test_the_model_records_its_threshold_and_the_flag_overrides_it(tmp_path, images, model):
+    assert Segmenter(model, "cpu").review_threshold == DEFAULT_REVIEW_THRESHOLD  # the file records none
+    strict = _with_threshold(tmp_path, "1")
+    assert Segmenter(strict, "cpu").review_threshold == 1.0
+    assert Segmenter(strict, "cpu", review_threshold=0.0).review_threshold == 0.0
+    for extra, said in (([], "yes"), (["--review-threshold", "0"], "no")):
+        out = tmp_path / f"o{len(extra)}"
+        res = runner.invoke(app, ["infer", str(images), "--model", str(strict), "-o", str(out), "-q", *extra])
+        assert res.exit_code == 0, res.output
+        assert {r["review"] for r in csv_rows(out / "results.csv")} == {said}
+
+
+def test_review_threshold_decides_on_images_with_masks_and_writes_a_copy(tmp_path):
+    import onnx
+
+    split = ISIC256 / "test"
+    new = tmp_path / "clinic" / "model.onnx"
+    args = ["review-threshold", "--model", "fp32", "--images", str(split / "images"), "--masks", str(split / "masks"),
+            "--max-flagged", "0.25", "-q"]
+    res = runner.invoke(app, args)  # without -o: a report, nothing written
+    assert res.exit_code == 0 and "not written" in res.output and not (tmp_path / "clinic").exists(), res.output
+    assert runner.invoke(app, [*args, "-o", str(new)]).exit_code == 0
+    seg = Segmenter("fp32", "cpu")
+    confidences = sorted(seg.predict(p).confidence for p in sorted((split / "images").glob("*.jpg")))
+    written = Segmenter(new, "cpu").review_threshold
+    assert sum(c < written for c in confidences) <= int(0.25 * len(confidences)) < sum(c <= written
+                                                                                      for c in confidences)
+    source, copy = onnx.load(str(seg.model_path)), onnx.load(str(new))
+    assert copy.graph.SerializeToString() == source.graph.SerializeToString()  # the weights are the model's
+    props = {p.key: p.value for p in copy.metadata_props}
+    assert props["skinseg.format"] == "4" and json.loads(props["skinseg.review"])["max_flagged"] == 0.25
+    res = runner.invoke(app, [*args, "-o", str(seg.model_path)])
+    assert res.exit_code == 2 and "is the model itself" in res.output
+    res = runner.invoke(app, [a if a != "0.25" else "1.5" for a in args])
+    assert res.exit_code == 2 and "--max-flagged 1.5" in res.output

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from skinseg.cli import app
 from skinseg.inference.parity import PROBABILITY_TOLERANCE, compare
+from skinseg.inference.segmenter import Segmenter
 from tests.edge.test_no_tensorflow import BLOCK_TF
 
 
@@ -66,7 +67,7 @@ def test_engine_reads_metadata_without_tensorflow(exported, tmp_path):
         assert json.loads(meta["metrics"])["onnx_fp32"]["val_jaccard"] > 0.7
         for key in ("versions", "opset", "created", "source_sha256", "config"):
             assert meta[key], key
-        assert seg.spec.metadata.format == "3" and seg.resize["image_down"] == "area"
+        assert seg.spec.metadata.format == "4" and seg.resize["image_down"] == "area"
         tta = json.loads(meta["metrics"])["tta"]  # decided on the validation split: on for a 0.3-point gain
         assert tta["on"] == (tta["gain_points"] >= 0.3) == seg.spec.metadata.tta == seg.tta
         assert abs(tta["val_jaccard_with" if tta["on"] else "val_jaccard_without"]
@@ -85,10 +86,17 @@ def test_reported_agreement_is_right(exported):
     run, _, rows = exported
     pairs = validation_pairs(find_source(run), None)
     truths = [binarize(read_mask(m)) for _, m in pairs]
-    m32 = engine_masks(rows[0]["file"], [p for p, _ in pairs])
+    m32, conf = engine_masks(rows[0]["file"], [p for p, _ in pairs])
     assert mean_jaccard(m32, truths) == pytest.approx(rows[0]["val_jaccard"])
+    # the review threshold each file records: at most 15 % of the validation images below it, the least
+    # confident first (one more image would break the share)
+    for r in rows:
+        _, conf = engine_masks(r["file"], [p for p, _ in pairs])
+        recorded = Segmenter(r["file"], "cpu").spec.metadata.review_threshold
+        assert recorded is not None and sum(c < recorded for c in conf) <= int(0.15 * len(conf)), r["precision"]
+        assert sum(c <= recorded for c in conf) > int(0.15 * len(conf))
     for r in rows[1:]:
-        masks = engine_masks(r["file"], [p for p, _ in pairs])
+        masks, _ = engine_masks(r["file"], [p for p, _ in pairs])
         assert mean_jaccard(masks, truths) == pytest.approx(r["val_jaccard"])
         assert mean_jaccard(masks, m32) == pytest.approx(r["agreement_vs_fp32"]) and r["agreement_vs_fp32"] > 0.8
     assert rows[2]["drop_points"] == pytest.approx((rows[0]["val_jaccard"] - rows[2]["val_jaccard"]) * 100)

@@ -109,7 +109,7 @@ class Service:
             loaded = self.seg.load(data, name)
             pixels = loaded.height * loaded.width
             result = Result.from_prediction(self.seg.predict(loaded), loaded, data, pixel_spacing,
-                                            self.seg.options.review_threshold)
+                                            self.seg.review_threshold)
             answer: dict[str, Any] = result.figures()
             answer["mask_format"] = mask_format
             answer["mask"] = result.mask_field(mask_format)
