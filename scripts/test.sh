@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite, the way CI does.
-#  1. an edge venv (.venv-edge: skinseg[cpu,test,ray,serve], no TensorFlow) runs the inference-side
+#  1. an edge venv (.venv-edge: skinseg[cpu,test,ray,serve,dicom], no TensorFlow) runs the inference-side
 #     tests, proving infer/eval/bench/serve work where TensorFlow is not installed (the serve page is
-#     tested in Debian's chromium, installed here where missing);
+#     tested in Debian's chromium; DICOM SEGs are checked by dicom3tools' dciodvfy, JPEG Lossless test
+#     files made by dcmtk, the PACS round trip run against Debian's Orthanc with its DICOMweb plugin:
+#     all installed here where missing);
 #  2. an OpenVINO venv (.venv-ov: skinseg[openvino,test]; onnxruntime-openvino ships the onnxruntime
 #     module, so it cannot share a venv with [cpu]) runs the provider tests on the OpenVINO EP;
 #  3. the full venv (.venv: skinseg[cpu,train,test]) runs the training-side tests.
@@ -36,8 +38,16 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null;
   apt_install chromium
 fi
 
+echo "== DICOM tools for the DICOM tests (dciodvfy, dcmtk, Orthanc with DICOMweb) =="
+if ! command -v dciodvfy >/dev/null || ! command -v dcmcjpeg >/dev/null || ! command -v Orthanc >/dev/null \
+   || ! ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1; then
+  apt_install dicom3tools dcmtk orthanc orthanc-dicomweb
+  # the package starts a system Orthanc where systemd runs; the tests start their own, on loopback only
+  (systemctl disable --now orthanc >/dev/null 2>&1 || true)
+fi
+
 echo "== edge environment (no TensorFlow) =="
-setup .venv-edge cpu,test,ray,serve
+setup .venv-edge cpu,test,ray,serve,dicom
 SKINSEG_EDGE_ENV=1 .venv-edge/bin/python -m pytest tests/edge -q -p no:cacheprovider
 .venv-edge/bin/ruff check skinseg tests scripts benchmarks
 

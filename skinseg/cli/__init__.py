@@ -110,21 +110,35 @@ def infer(
                                               "per GPU).")] = 0,
     gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per actor (e.g. 1, or 0.5 to share "
                                                         "one).")] = 0.0,
+    dicomweb: Annotated[str | None, typer.Option(help="A PACS's DICOMweb root (e.g. http://pacs:8042/dicom-web): "
+                                                      "segment the images of --study from it (needs the \\[dicom] "
+                                                      "extra). Token: $SKINSEG_DICOMWEB_TOKEN.",
+                                                 rich_help_panel="DICOM")] = None,
+    study: Annotated[str | None, typer.Option(help="With --dicomweb: the Study Instance UID.",
+                                              rich_help_panel="DICOM")] = None,
+    series: Annotated[str | None, typer.Option(help="With --dicomweb: only this Series Instance UID.",
+                                               rich_help_panel="DICOM")] = None,
+    store: Annotated[bool, typer.Option("--store", help="With --dicomweb: send each DICOM SEG back to the study "
+                                        "(STOW-RS).", rich_help_panel="DICOM")] = False,
+    dicomweb_token_file: Annotated[Path | None, typer.Option(help="With --dicomweb: a file whose first line is the "
+                                                                  "bearer token.", rich_help_panel="DICOM")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
     engine: Any = None,
 ) -> None:
-    """Segment lesions in images: writes masks/, overlays/, results.csv and run.json.
+    """Segment lesions in images: writes masks/, overlays/, results.csv and run.json (and seg/ for DICOM).
 
     [dim]Examples:[/]
       skinseg infer ./images --provider cuda
       skinseg infer photo.jpg scans/ --model model.onnx --output out/ --tta
+      skinseg infer --dicomweb http://pacs:8042/dicom-web --study 1.2.3.4 --store -o out/
     """
     from skinseg.commands.infer import run_infer
 
     raise typer.Exit(run_infer(inputs, model, output, provider, engine, resume=resume, exist_ok=exist_ok,
                                shard=shard, recursive=recursive, overlay_max=overlay_max, config=config, ray=ray,
                                workers=workers, gpus_per_worker=gpus_per_worker, pixel_spacing=pixel_spacing,
-                               quiet=quiet))
+                               quiet=quiet, dicomweb=dicomweb, study=study, series=series, store=store,
+                               token_file=dicomweb_token_file))
 
 
 @app.command("eval")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from skinseg import ui
 from skinseg.inference.options import EngineOptions
@@ -71,17 +72,40 @@ def table(run: BatchRun, summary: RunSummary) -> None:
                      "before use (results.csv: review, confidence)", soft_wrap=True)
     ui.out.print(f"[bold]{len(ok)}[/] ok, [bold]{len(summary.failed)}[/] failed, {summary.skipped} resumed, "
                  f"{summary.seconds:.1f} s ({rate:.2f} img/s)")
-    for label, path in (("masks", run.out / "masks"), ("overlays", run.out / "overlays"),
+    segs = [("seg", run.out / "seg")] if (run.out / "seg").is_dir() else []
+    for label, path in (("masks", run.out / "masks"), ("overlays", run.out / "overlays"), *segs,
                         ("results", run.results_path), ("run", run.run_json)):
         ui.out.print(f"{label:<8} {ui.escape(shown(path))}")
 
+
+
+def check_dicomweb(inputs: list[str] | None, dicomweb: str | None, study: str | None, series: str | None,
+                   store: bool, token_file: Path | None, ray: str | None) -> Any:
+    """The PACS a --dicomweb run reads (None without --dicomweb); the flags that go with it, checked."""
+    if dicomweb is None:
+        for flag, given in (("--study", study), ("--series", series), ("--store", store),
+                            ("--dicomweb-token-file", token_file)):
+            if given:
+                raise SkinsegError(f"{flag} needs --dicomweb URL (the PACS's DICOMweb root)")
+        return None
+    if inputs:
+        raise SkinsegError("give either image files and folders or --dicomweb URL --study UID, not both")
+    if not study:
+        raise SkinsegError("--dicomweb needs --study UID: the study whose images to segment")
+    if ray:
+        raise SkinsegError("--dicomweb runs in this process; leave out --ray")
+    from skinseg.runner.dicomweb import Pacs, read_token
+
+    return Pacs(dicomweb, read_token(token_file))
 
 
 def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None, provider: str,
               engine: EngineOptions, *, resume: bool = False, exist_ok: bool = False, shard: str | None = None,
               recursive: bool = False, overlay_max: int | None = None, config: Path | None = None,
               ray: str | None = None, workers: int = 0, gpus_per_worker: float = 0.0,
-              pixel_spacing: float | None = None, quiet: bool = False) -> int:
+              pixel_spacing: float | None = None, quiet: bool = False, dicomweb: str | None = None,
+              study: str | None = None, series: str | None = None, store: bool = False,
+              token_file: Path | None = None) -> int:
     """The command: inputs and options (a config's [infer]/[mask] under the flags) -> outputs; the exit code."""
     from skinseg.runner.models import choose_model, config_engine
     from skinseg.shared.dataset import collect_images
@@ -93,8 +117,10 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         defaults = infer_defaults(config)
         inputs, output = inputs or defaults["inputs"], output or defaults["output"]
         engine = config_engine(config, engine)
-    if not inputs:
-        raise SkinsegError("no inputs: give image files, folders or globs (skinseg infer --help)")
+    pacs = check_dicomweb(inputs, dicomweb, study, series, store, token_file, ray)
+    if not inputs and pacs is None:
+        raise SkinsegError("no inputs: give image files, folders or globs, or --dicomweb URL --study UID "
+                           "(skinseg infer --help)")
     check_overlay_max(overlay_max)
     check_spacing(pixel_spacing)
     if workers < 0 or not (math.isfinite(gpus_per_worker) and gpus_per_worker >= 0):
@@ -105,13 +131,24 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
     model_path = choose_model(model, config, provider)
     if resume and output is None:
         raise SkinsegError("--resume needs -o OUT: the output folder of the run to finish")
-    if output is not None:
-        check_apart(output, inputs)  # before anything is read or written
-    images, missing = collect_images(inputs, recursive, exclude=[output] if output else [])
-    if not images:
-        raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
-    jobs = plan_jobs(images, shard_kn)
     seg = Segmenter(model_path, provider, engine)
+    if pacs is not None:  # the study's images, fetched into the run's folder: then a run like any other
+        found, skipped = pacs.instances(study, series)  # a PACS that does not answer: before any folder exists
+        out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)
+        images, fetch_errors = pacs.fetch_all(study, found, out / "dicom")
+        missing = [f"{sop}: {why}" for sop, why in fetch_errors]
+        for kind, count in skipped.items():
+            ui.info(f"left out {count} {kind} of the study (results, not images)")
+        inputs = [f"{dicomweb} study {study}" + (f" series {series}" if series else "")]
+        if not images and not missing:
+            raise SkinsegError(f"--study {study}: no image instances to segment in it")
+    else:
+        if output is not None:
+            check_apart(output, inputs)  # before anything is read or written
+        images, missing = collect_images(inputs, recursive, exclude=[output] if output else [])
+        if not images:
+            raise SkinsegError(f"no images found in {' '.join(map(str, inputs))}: " + "; ".join(missing))
+    jobs = plan_jobs(images, shard_kn)
     if ray:
         from skinseg.runner.ray_pool import reachable
 
@@ -126,7 +163,8 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         if not quiet:
             warn_scale(seg, *first)
     # only now, when the inputs and the model are known good, does the run get a folder
-    out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)  # apart: above
+    if pacs is None:
+        out = output_folder(output, "infer", resume=resume, exist_ok=exist_ok or shard_kn is not None)  # apart: above
     if not quiet:
         d = seg.describe()
         ui.info(f"[bold]skinseg infer[/] {len(jobs)} images -> {ui.escape(str(out))}")
@@ -135,14 +173,16 @@ def run_infer(inputs: list[str] | None, model: Path | None, output: Path | None,
         for line in provider_notes(seg):
             ui.info(f"  {ui.escape(line)}")
     options = {"inputs": list(map(str, inputs)), "recursive": recursive, "provider": provider, "ray": ray,
-               "pixel_spacing_mm": pixel_spacing, "engine": engine.as_dict()}
+               "pixel_spacing_mm": pixel_spacing, "engine": engine.as_dict(), "dicomweb": dicomweb, "study": study,
+               "series": series, "store": store}
     executor = None
     if ray:
         from skinseg.runner.ray_pool import RayPool
 
         executor = RayPool(ray, workers=workers, gpus_per_worker=gpus_per_worker, provider=provider)
     run = BatchRun(seg, out, shard=shard_kn, resume=resume, overlay_max=overlay_max, options=options,
-                   executor=executor, pixel_spacing=pixel_spacing)
+                   executor=executor, pixel_spacing=pixel_spacing,
+                   store=(lambda seg_file, job: pacs.store(seg_file)) if store and pacs is not None else None)
     with ui.ImageTileProgress(quiet) as bar:
         summary = run.run(jobs, [(m.split(":")[0], m) for m in missing], bar)
     if summary.interrupted:

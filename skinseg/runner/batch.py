@@ -34,7 +34,8 @@ from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.files import shown
 from skinseg.shared.images import binarize, read_mask
 
-COLUMNS = ["file", "status", *(f for f in FIGURES if f != "seconds"), "seconds", "mask", "overlay", "error"]
+COLUMNS = ["file", "status", *(f for f in FIGURES if f != "seconds"), "seconds", "mask", "overlay", "seg", "error"]
+OUTPUT_FOLDERS = ("masks", "overlays", "seg")
 
 
 class Executor(Protocol):
@@ -68,13 +69,15 @@ class BatchRun:
 
     def __init__(self, seg: Segmenter, output: Path, *, shard: tuple[int, int] | None = None,
                  resume: bool = False, overlay_max: int | None = None, options: dict[str, Any] | None = None,
-                 executor: Executor | None = None, pixel_spacing: float | None = None):
+                 executor: Executor | None = None, pixel_spacing: float | None = None,
+                 store: Any = None):
         check_overlay_max(overlay_max)
         self.seg, self.out, self.resume = seg, Path(output), resume
         self.shard, self.overlay_max = shard, overlay_max
         self.options = options or {}
         self.executor = executor or LocalPipeline()
         self.pixel_spacing = check_spacing(pixel_spacing)
+        self.store = store  # with a DICOM source: called with each SEG before it is written (a PACS's STOW-RS)
         suffix = f"-{shard[0]}-of-{shard[1]}" if shard else ""
         self.results_path = self.out / f"results{suffix}.csv"
         self.journal_path = self.out / f".results{suffix}.partial.csv"
@@ -83,13 +86,24 @@ class BatchRun:
 
     # -- outputs ---------------------------------------------------------------------------------
     def write_outputs(self, job: Job, result: Result) -> None:
+        """The image's files; a DICOM input also gets its SEG (stored first when the run stores to a
+        PACS, so a failed store leaves the image to redo, not half done)."""
+        seg = None
+        if result.dicom_source is not None:
+            seg = result.dicom_seg(self.seg.model_path.name, self.seg.sha256)
+            if self.store is not None:
+                self.store(seg, job)
         files.write_bytes(job.mask_path(self.out), result.png)
         files.write_bytes(job.overlay_path(self.out), result.overlay_jpeg(self.overlay_max))
+        if seg is not None:
+            files.ensure_writable_dir(job.seg_path(self.out).parent)
+            files.write_bytes(job.seg_path(self.out), seg)
 
     def row(self, job: Job, **values: Any) -> dict[str, Any]:
         row = dict.fromkeys(COLUMNS, "")
         row.update(file=shown(job.path), mask=str(job.mask_path(self.out).relative_to(self.out)),
-                   overlay=str(job.overlay_path(self.out).relative_to(self.out)))
+                   overlay=str(job.overlay_path(self.out).relative_to(self.out)),
+                   seg=str(job.seg_path(self.out).relative_to(self.out)) if job.is_dicom else "")
         row.update(values)
         return row
 
@@ -102,17 +116,21 @@ class BatchRun:
             w.writerow(files.csv_safe(row))
 
     def _complete(self, job: Job) -> bool:
-        return job.mask_path(self.out).is_file() and job.overlay_path(self.out).is_file()
+        return job.mask_path(self.out).is_file() and job.overlay_path(self.out).is_file() and (
+            not job.is_dicom or job.seg_path(self.out).is_file())
 
     def _resumed_row(self, job: Job, previous: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         """The row of an output an earlier run completed; None when that output is damaged (redo it)."""
         row = previous.get(shown(job.path))
         if row and row.get("status") == "ok" and row.get("diameter_px") not in (None, ""):
             with contextlib.suppress(TypeError, ValueError):  # millimetres and review follow this run's options
-                area, diameter = in_millimetres(int(row["lesion_area_px"]), float(row["diameter_px"]),
-                                                self.pixel_spacing)
+                spacing = self.pixel_spacing  # (a DICOM input's own scale wins, as it did when it was made)
+                if job.is_dicom and row.get("pixel_spacing_mm"):
+                    spacing = float(row["pixel_spacing_mm"])
+                area, diameter = in_millimetres(int(row["lesion_area_px"]), float(row["diameter_px"]), spacing)
                 flag = needs_review(float(row["confidence"]), self.seg.review_threshold)
-                return row | {"area_mm2": "" if area is None else area,
+                return row | {"pixel_spacing_mm": "" if spacing is None else spacing,
+                              "area_mm2": "" if area is None else area,
                               "diameter_mm": "" if diameter is None else diameter, "review": "yes" if flag else "no"}
         try:  # outputs are complete: recompute the stats
             mask = binarize(read_mask(job.mask_path(self.out)))
@@ -203,7 +221,7 @@ class BatchRun:
     def run(self, jobs: list[Job], early_errors: list[tuple[str, str]] | None = None,
             progress: Any = None) -> RunSummary:
         """Process `jobs`; `early_errors` are (input, reason) pairs found while collecting inputs."""
-        for sub in ("masks", "overlays"):
+        for sub in OUTPUT_FOLDERS[:2]:  # seg/ only when a DICOM input needs it
             files.ensure_writable_dir(self.out / sub)
 
         with system.sigterm_as_interrupt(), self._locked():
@@ -212,7 +230,7 @@ class BatchRun:
     def _run(self, jobs: list[Job], early_errors: list[tuple[str, str]] | None, progress: Any) -> RunSummary:
         t0 = time.perf_counter()
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        for sub in ("masks", "overlays"):
+        for sub in OUTPUT_FOLDERS:
             for stale in (self.out / sub).glob(".*.part"):  # left by a killed run: never a finished output
                 stale.unlink(missing_ok=True)
         previous = {}
@@ -271,6 +289,6 @@ class BatchRun:
                                             self.seg.review_threshold)
             self.write_outputs(job, result)
         except Exception as exc:  # noqa: BLE001 - one bad input must not stop an archive run
-            return self.row(job, status="error", error=failure(exc), mask="", overlay="")
+            return self.row(job, status="error", error=failure(exc), mask="", overlay="", seg="")
         result.seconds = time.perf_counter() - t
         return self.row(job, status="ok", **result.row(), error="")

@@ -3,6 +3,7 @@ that turns an image's failure into its error row."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,23 @@ class Job:
 
     def overlay_path(self, out: Path) -> Path:
         return out / "overlays" / f"{self.name}.jpg"
+
+    def seg_path(self, out: Path) -> Path:
+        """The DICOM Segmentation of a DICOM input."""
+        return out / "seg" / f"{self.name}.dcm"
+
+    @functools.cached_property
+    def is_dicom(self) -> bool:
+        """A .dcm name or the DICM preamble (132 bytes read once): its outputs include a SEG."""
+        from skinseg.shared.dicom import looks_like_dicom
+
+        if looks_like_dicom(b"", self.path.name):
+            return True
+        try:
+            with open(self.path, "rb") as fh:
+                return looks_like_dicom(fh.read(132))
+        except OSError:
+            return False
 
 
 @dataclass

@@ -37,7 +37,7 @@ class LocalPipeline:
                     ahead.append((job, reader.submit(run.seg.load, job.path)))
 
             def error_row(job: Job, message: str) -> None:
-                row = run.row(job, status="error", error=message, mask="", overlay="")
+                row = run.row(job, status="error", error=message, mask="", overlay="", seg="")
                 summary.rows.append(row)
                 run.journal(row)
                 if progress:
@@ -48,7 +48,7 @@ class LocalPipeline:
                 try:
                     fut.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. this image's outputs cannot be written
-                    row.update(status="error", error=failure(exc), mask="", overlay="")
+                    row.update(status="error", error=failure(exc), mask="", overlay="", seg="")
                     run.journal(row)
 
             try:

@@ -24,8 +24,8 @@ from skinseg.shared.images import LoadedImage
 
 MASK_FORMATS = ("png", "rle", "polygon")
 # results.csv's figure columns, in order (the batch run adds file, status, mask, overlay and error)
-FIGURES = ("width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components", "diameter_px", "area_mm2",
-           "diameter_mm", "confidence", "review", "tiles", "seconds")
+FIGURES = ("width", "height", "lesion_area_px", "lesion_fraction", "bbox", "components", "diameter_px",
+           "pixel_spacing_mm", "area_mm2", "diameter_mm", "confidence", "review", "tiles", "seconds")
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Result:
     seconds: float | None = None
     loaded: LoadedImage | None = field(default=None, repr=False)  # the decode the model saw (for overlays)
     source: str | os.PathLike[str] | bytes | bytearray | None = field(default=None, repr=False)
+    dicom_source: Any = field(default=None, repr=False)  # a DICOM input's header: then a SEG can answer it
 
     @classmethod
     def from_prediction(cls, pred: Prediction, loaded: LoadedImage | None = None,
@@ -54,7 +55,10 @@ class Result:
                         pixel_spacing: float | None = None, review_threshold: float | None = None) -> Result:
         stats = mask_stats(pred.mask, pred.box, pred.components)
         box = pred.box if stats["lesion_area_px"] else None
+        if loaded is not None and loaded.pixel_spacing is not None:  # the image's own scale (DICOM) wins
+            pixel_spacing = loaded.pixel_spacing
         return cls(pred.width, pred.height, mask=pred.mask, tiles=pred.tiles, loaded=loaded, source=source,
+                   dicom_source=None if loaded is None else loaded.dicom,
                    diameter_px=max_feret(pred.mask, box, stats["components"]), pixel_spacing=pixel_spacing,
                    confidence=pred.confidence, review_threshold=review_threshold, **stats)
 
@@ -89,6 +93,14 @@ class Result:
     def polygons(self) -> list[list[list[int]]]:
         return encodings.polygons(self.mask)
 
+    def dicom_seg(self, model_name: str, model_sha256: str) -> bytes:
+        """The mask as a DICOM Segmentation of the source image (runner/dicom_seg.py)."""
+        from skinseg.runner.dicom_seg import seg_bytes
+
+        if self.dicom_source is None:
+            raise ValueError("a DICOM SEG needs a DICOM source image")
+        return seg_bytes(self.dicom_source, self.mask, model_name, model_sha256)
+
     def overlay_jpeg(self, long_side: int | None = None) -> bytes:
         if self.loaded is None or self.source is None:
             raise ValueError("an overlay needs the decoded image and its source")
@@ -118,6 +130,7 @@ class Result:
         return {"width": self.width, "height": self.height, "lesion_area_px": self.lesion_area_px,
                 "lesion_fraction": self.lesion_fraction, "bbox": " ".join(map(str, self.bbox)) if self.bbox else "",
                 "components": self.components, "diameter_px": round(self.diameter_px, 1),
+                "pixel_spacing_mm": "" if self.pixel_spacing is None else self.pixel_spacing,
                 "area_mm2": "" if self.area_mm2 is None else self.area_mm2,
                 "diameter_mm": "" if self.diameter_mm is None else self.diameter_mm,
                 "confidence": "" if self.confidence is None else self.confidence,

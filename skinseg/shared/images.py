@@ -6,6 +6,8 @@ Rules, applied everywhere (training, export calibration, infer, eval, check-data
 - Colour: images come back RGB, uint8, HxWx3 (grey, RGBA, palette, CMYK, 16-bit are converted).
 - Masks come back single-channel; `binarize` turns them into bool at 128 (the ISIC convention).
 - Size: images above `max_pixels()` are refused from their header, before any allocation.
+- DICOM: single-frame colour objects are read through shared/dicom.py (the `[dicom]` extra); their
+  header (for a DICOM SEG answer) and their millimetre scale travel with the pixels.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +31,7 @@ import cv2  # noqa: E402
 from skinseg.shared.errors import InputError, SkinsegError  # noqa: E402
 from skinseg.shared.files import shown  # noqa: E402
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
@@ -59,6 +62,8 @@ class LoadedImage:
     height: int  # full-resolution height after orientation
     width: int
     reduce: int = 1
+    dicom: Any = None  # a DICOM source's header (pydicom Dataset without pixels), else None
+    pixel_spacing: float | None = None  # millimetres per pixel where the file states it (DICOM)
 
 
 def max_bytes() -> int:
@@ -109,9 +114,25 @@ def probe_size(data: bytes) -> tuple[int, int] | None:
         if data[:2] == b"BM":
             w, h = struct.unpack("<ii", data[18:26])
             return abs(int(w)), abs(int(h))
+        if data[128:132] == b"DICM":
+            return _dicom_size(data)
     except struct.error:
         return None
     return None
+
+
+def _dicom_size(data: bytes) -> tuple[int, int] | None:
+    """(Columns, Rows) from a DICOM header, stopping before the pixel data; None without pydicom."""
+    try:
+        import io
+
+        import pydicom
+
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True,
+                             specific_tags=["Rows", "Columns"])
+        return int(ds.Columns), int(ds.Rows)
+    except Exception:  # noqa: BLE001 - no pydicom, or a damaged header: the reader says why later
+        return None
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -252,6 +273,13 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray, target_long_s
             raise InputError(f"{name}: empty file (0 bytes)")
     else:
         data, name = read_bytes(source), name or str(source)
+    from skinseg.shared.dicom import looks_like_dicom
+
+    if looks_like_dicom(data, name):
+        from skinseg.shared.dicom import read_dicom
+
+        d = read_dicom(data, name, max_pixels())
+        return LoadedImage(d.rgb, d.rgb.shape[0], d.rgb.shape[1], 1, d.header, d.spacing_mm)
     size = probe_size(data)
     _check_pixels(size, name)
     is_jpeg = data[:2] == b"\xff\xd8"
@@ -269,7 +297,7 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray, target_long_s
 
 
 def image_kind(data: bytes) -> str | None:
-    """The format of an image file from its first bytes (jpeg, png, webp, tiff, bmp), or None."""
+    """The format of an image file from its first bytes (jpeg, png, webp, tiff, bmp, dicom), or None."""
     if data[:2] == b"\xff\xd8":
         return "jpeg"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
@@ -280,6 +308,8 @@ def image_kind(data: bytes) -> str | None:
         return "tiff"
     if data[:2] == b"BM":
         return "bmp"
+    if data[128:132] == b"DICM":
+        return "dicom"
     return None
 
 

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hmac
+import importlib.util
 import logging
 import os
 import shutil
@@ -42,6 +43,7 @@ from skinseg.inference.segmenter import Segmenter
 from skinseg.runner.measurements import check_spacing
 from skinseg.runner.result import MASK_FORMATS, Result
 from skinseg.shared import files
+from skinseg.shared.dicom import DICOM_MEDIA_TYPE
 from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.images import encode, image_kind, probe_size
 from skinseg.shared.system import give_back_memory
@@ -171,6 +173,9 @@ def check_pixels(data: bytes | bytearray, name: str, limit: int) -> None:
         raise Refused(415, f"{name}: not a readable image (corrupt, truncated or unsupported format); "
                            f"send a {READS} file", reason="unreadable")
     size = probe_size(data)
+    if size is None and image_kind(data) == "dicom" and importlib.util.find_spec("pydicom") is None:
+        raise Refused(415, f"{name}: this service reads no DICOM (its [dicom] extra is not installed)",
+                      reason="unreadable")
     if size is None:
         raise Refused(415, f"{name}: its header does not give the image's size (truncated or damaged)",
                       reason="unreadable")
@@ -245,14 +250,17 @@ def create_app(service: Service) -> Gate:
                 "service": {"workers": settings.workers, "queue": settings.queue,
                             "max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels}}
 
-    def admission(request: Request) -> tuple[str, bool, bool, float | None]:
+    def admission(request: Request) -> tuple[str, str, bool, float | None]:
         """Everything checked before the body is read: key, options, type, declared size, readiness."""
         authorize(request)
         fmt = request.query_params.get("mask", "png")
         if fmt not in MASK_FORMATS:
             raise Refused(400, f"mask={fmt}: choose one of {', '.join(MASK_FORMATS)}", reason="options")
-        want_png = request.query_params.get("format") == "png" or \
-            request.headers.get("accept", "").split(",")[0].strip() == "image/png"
+        accept = request.headers.get("accept", "").split(",")[0].split(";")[0].strip().lower()
+        by_accept = {"image/png": "png", DICOM_MEDIA_TYPE: "dicom"}.get(accept, "json")
+        answer = request.query_params.get("format") or by_accept
+        if answer not in ("json", "png", "dicom"):
+            raise Refused(400, f"format={answer[:20]}: choose json, png or dicom", reason="options")
         overlay = request.query_params.get("overlay", "false").lower() in ("1", "true", "yes")
         spacing = request.query_params.get("pixel_spacing")
         try:
@@ -268,11 +276,11 @@ def create_app(service: Service) -> Gate:
                                "limit (--max-upload-mb)", reason="upload size", close=True)
         if blocked := service.saving_blocked():
             raise Refused(503, f"not ready: {blocked}", {"Retry-After": "30"}, reason="save")
-        return fmt, want_png, overlay, pixel_spacing
+        return fmt, answer, overlay, pixel_spacing
 
     @app.post("/v1/segment")
     async def segment(request: Request) -> Response:
-        fmt, want_png, overlay, pixel_spacing = admission(request)
+        fmt, kind, overlay, pixel_spacing = admission(request)
         admitted = service.admit()
         if not admitted:  # a moment's wait: a place may free up, and a client that does not back off
             await asyncio.sleep(BUSY_PAUSE)  # cannot spin on 503s fast enough to take the engine's CPU
@@ -297,6 +305,13 @@ def create_app(service: Service) -> Gate:
                 loop = asyncio.get_running_loop()
                 answer, result = await loop.run_in_executor(service.pool, service.segment, data, name, fmt, overlay,
                                                             pixel_spacing)
+                if kind == "dicom":
+                    if result.dicom_source is None:
+                        raise Refused(406, f"{name}: a DICOM Segmentation answers only a DICOM upload "
+                                           "(Content-Type application/dicom); ask for JSON or image/png",
+                                      reason="options")
+                    seg = await loop.run_in_executor(service.pool, result.dicom_seg, service.seg.model_path.name,
+                                                     service.seg.sha256)
             except InputError as exc:
                 raise Refused(422, str(exc), reason="unreadable") from None
             except SkinsegError as exc:  # the model failed on this input: the service goes on
@@ -309,8 +324,10 @@ def create_app(service: Service) -> Gate:
         finally:
             service.leave()
         metrics.images.inc()
-        if want_png:
+        if kind == "png":
             return Response(result.png, media_type="image/png", headers=result.headers(service.seg.sha256))
+        if kind == "dicom":
+            return Response(seg, media_type=DICOM_MEDIA_TYPE, headers=result.headers(service.seg.sha256))
         answer["model"] = service.model_info()
         return JSONResponse(answer)
 

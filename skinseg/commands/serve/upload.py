@@ -22,7 +22,7 @@ from python_multipart.multipart import parse_options_header
 from skinseg.commands.serve.errors import ClientGone, Refused
 
 MAX_PARTS = 8  # the page sends one; room for a client's own small fields
-READS = "JPEG, PNG, WebP, TIFF or BMP"
+READS = "JPEG, PNG, WebP, TIFF, BMP or DICOM"
 
 
 def too_large(limit: int) -> Refused:
@@ -134,6 +134,7 @@ def check_content_type(content_type: str) -> None:
     """Refuse, before any body is read, a declared type that cannot hold an image."""
     kind = content_type.split(";")[0].strip().lower()
     if kind != "multipart/form-data" and not kind.startswith("image/") and kind not in ("application/octet-stream",
-                                                                                            ""):
-        raise Refused(415, f"Content-Type {kind}: send an image ({READS}) as image/* or multipart/form-data",
+                                                                                            "application/dicom", ""):
+        raise Refused(415, f"Content-Type {kind}: send an image ({READS}) as image/*, application/dicom or "
+                           "multipart/form-data",
                       reason="content type")
