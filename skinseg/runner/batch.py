@@ -34,8 +34,9 @@ from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.files import shown
 from skinseg.shared.images import binarize, read_mask
 
-COLUMNS = ["file", "status", *(f for f in FIGURES if f != "seconds"), "seconds", "mask", "overlay", "seg", "error"]
-OUTPUT_FOLDERS = ("masks", "overlays", "seg")
+COLUMNS = ["file", "status", *(f for f in FIGURES if f != "seconds"), "seconds", "mask", "overlay", "seg", "sr",
+           "error"]
+OUTPUT_FOLDERS = ("masks", "overlays", "seg", "sr")
 
 
 class Executor(Protocol):
@@ -86,24 +87,28 @@ class BatchRun:
 
     # -- outputs ---------------------------------------------------------------------------------
     def write_outputs(self, job: Job, result: Result) -> None:
-        """The image's files; a DICOM input also gets its SEG (stored first when the run stores to a
-        PACS, so a failed store leaves the image to redo, not half done)."""
-        seg = None
+        """The image's files; a DICOM input also gets its SEG, and its SR when the scale is known (stored
+        first when the run stores to a PACS, so a failed store leaves the image to redo, not half done)."""
+        dicom = {}
         if result.dicom_source is not None:
-            seg = result.dicom_seg(self.seg.model_path.name, self.seg.sha256)
+            dicom = result.dicom_files(self.seg.model_path.name, self.seg.sha256)
             if self.store is not None:
-                self.store(seg, job)
+                for data in dicom.values():
+                    self.store(data, job)
         files.write_bytes(job.mask_path(self.out), result.png)
         files.write_bytes(job.overlay_path(self.out), result.overlay_jpeg(self.overlay_max))
-        if seg is not None:
-            files.ensure_writable_dir(job.seg_path(self.out).parent)
-            files.write_bytes(job.seg_path(self.out), seg)
+        for kind, data in dicom.items():
+            path = job.seg_path(self.out) if kind == "seg" else job.sr_path(self.out)
+            files.ensure_writable_dir(path.parent)
+            files.write_bytes(path, data)
 
     def row(self, job: Job, **values: Any) -> dict[str, Any]:
         row = dict.fromkeys(COLUMNS, "")
         row.update(file=shown(job.path), mask=str(job.mask_path(self.out).relative_to(self.out)),
                    overlay=str(job.overlay_path(self.out).relative_to(self.out)),
                    seg=str(job.seg_path(self.out).relative_to(self.out)) if job.is_dicom else "")
+        if job.is_dicom and values.get("status") == "ok" and values.get("area_mm2") not in (None, ""):
+            row["sr"] = str(job.sr_path(self.out).relative_to(self.out))
         row.update(values)
         return row
 

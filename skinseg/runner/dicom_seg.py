@@ -54,10 +54,15 @@ def seg_dataset(source: Any, mask: np.ndarray, model_name: str, model_sha256: st
     return seg
 
 
-def seg_bytes(source: Any, mask: np.ndarray, model_name: str, model_sha256: str) -> bytes:
-    """The SEG as a DICOM Part 10 file."""
+def part10(ds: Any) -> bytes:
+    """A dataset as a DICOM Part 10 file's bytes."""
     from pydicom import dcmwrite
 
     buf = io.BytesIO()
-    dcmwrite(buf, seg_dataset(source, mask, model_name, model_sha256), enforce_file_format=True)
+    dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
+
+
+def seg_bytes(source: Any, mask: np.ndarray, model_name: str, model_sha256: str) -> bytes:
+    """The SEG as a DICOM Part 10 file."""
+    return part10(seg_dataset(source, mask, model_name, model_sha256))

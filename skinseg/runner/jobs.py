@@ -41,6 +41,10 @@ class Job:
         """The DICOM Segmentation of a DICOM input."""
         return out / "seg" / f"{self.name}.dcm"
 
+    def sr_path(self, out: Path) -> Path:
+        """The measurement report (DICOM SR) of a DICOM input whose scale is known."""
+        return out / "sr" / f"{self.name}.dcm"
+
     @functools.cached_property
     def is_dicom(self) -> bool:
         """A .dcm name or the DICM preamble (132 bytes read once): its outputs include a SEG."""

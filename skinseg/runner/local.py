@@ -48,7 +48,7 @@ class LocalPipeline:
                 try:
                     fut.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. this image's outputs cannot be written
-                    row.update(status="error", error=failure(exc), mask="", overlay="", seg="")
+                    row.update(status="error", error=failure(exc), mask="", overlay="", seg="", sr="")
                     run.journal(row)
 
             try:

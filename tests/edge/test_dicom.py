@@ -95,11 +95,19 @@ def test_infer_writes_a_valid_seg_per_dicom_input_in_its_study(tmp_path, study):
         theirs = binarize(read_mask(jpeg_out / "masks" / f"{src.stem}.png"))
         jaccard = (png & theirs).sum() / max(1, (png | theirs).sum())
         assert jaccard >= 0.99, (src.stem, jaccard)  # the same masks as from the source JPEGs
-        if i == 3:  # Pixel Spacing 0.05 mm: millimetres from the file itself
+        if i == 3:  # Pixel Spacing 0.05 mm: millimetres from the file itself, and a TID 1500 report of them
             assert float(row["pixel_spacing_mm"]) == 0.05
             assert float(row["area_mm2"]) == pytest.approx(int(row["lesion_area_px"]) * 0.05**2, rel=1e-3)
+            sr_path = out / row["sr"]
+            assert _dciodvfy(sr_path) == [], "SR"
+            report = hd.sr.srread(sr_path)
+            group = report.content.get_planar_roi_measurement_groups()[0]
+            said = {m.name.meaning: m.value for m in group.get_measurements()}
+            assert said == {"Area": pytest.approx(float(row["area_mm2"]), abs=1e-3),
+                            "Diameter": pytest.approx(float(row["diameter_mm"]), abs=1e-3)}
+            assert report.StudyInstanceUID == uid
         else:
-            assert row["area_mm2"] == ""
+            assert row["area_mm2"] == "" and row["sr"] == ""
     res = runner.invoke(app, ["infer", str(folder), "-o", str(out), "-q", "--resume"])  # nothing to redo
     assert res.exit_code == 0 and "0 failed" in res.output.replace("\n", " "), res.output
 

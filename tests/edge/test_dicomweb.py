@@ -47,7 +47,8 @@ def test_orthanc_round_trip_fetches_segments_and_stores_a_seg_per_image(tmp_path
     assert bad[0]["file"].endswith(f"{pydicom.dcmread(pdf).SOPInstanceUID}.dcm")
     assert len(list((out / "run" / "masks").glob("*.png"))) == 6 and len(list((out / "run" / "seg").glob("*.dcm"))) == 6
     assert sum(r["area_mm2"] != "" for r in ok) == 1  # the one image with Pixel Spacing
-    assert report["modalities"] == ["DOC"] + ["SEG"] * 6 + ["XC"] * 6  # six SEGs went back into the study
+    # six SEGs went back into the study, and the report of the one image with a scale
+    assert report["modalities"] == ["DOC"] + ["SEG"] * 6 + ["SR"] + ["XC"] * 6
     seg = pydicom.dcmread(next((out / "run" / "seg").glob("*.dcm")))
     assert seg.StudyInstanceUID == study
 
@@ -55,6 +56,7 @@ def test_orthanc_round_trip_fetches_segments_and_stores_a_seg_per_image(tmp_path
     assert second["code"] == 1 and "6 resumed" in second["out"].replace("\n", " "), second
     assert report["modalities_after_resume"] == report["modalities"]
     assert "left out 6 segmentations" in second["err"] + second["out"]
+    assert "left out 1 structured reports" in second["err"] + second["out"]
 
     down = report["down"]  # a PACS that does not answer: one line, within seconds, nothing written
     assert down["code"] == 2 and down["seconds"] < 15 and "cannot connect" in down["err"], down
