@@ -1,4 +1,4 @@
-"""Engine overhead and memory on a large image (issue: engine <= 1.10x bare session.run, < 600 MB).
+"""Engine overhead and memory on a large image (targets: engine <= 1.10x bare session.run, < 600 MB).
 
 Usage:
     python benchmarks/engine_overhead.py [--model M.onnx] [--size 4288x2848] [--tile 512] [--repeat 3]

@@ -115,7 +115,7 @@ def main() -> None:
             for provider in ("cpu", "openvino"):
                 text = skinseg("bench", "--model", str(SEED_INT8), "--provider", provider, "--scale", "native",
                                "--image", str(sorted(few.iterdir())[0]), "--batch", "4", "--repeat", "3")
-                line = next((ln for ln in text.splitlines() if "engine / bare" in ln), "")
+                line = next((ln for ln in text.splitlines() if "whole image / model alone" in ln), "")
                 ratio = [cell.strip() for cell in line.split("│") if cell.strip()][-1] if line else "?"
                 print(json.dumps({"model": SEED_INT8.name, "provider": provider, "engine_over_bare": ratio}))
         for provider in ("cpu", "openvino"):

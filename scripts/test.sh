@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite, the way CI does.
-#  1. an edge venv (.venv-edge: skinseg[cpu,test,ray,serve,dicom], no TensorFlow) runs the inference-side
+#  1. an edge venv (.venv-edge: skinseg[cpu,test,ray,serve,dicom,docs], no TensorFlow) runs the inference-side
 #     tests, proving infer/eval/bench/serve work where TensorFlow is not installed (the serve page is
 #     tested in Debian's chromium; DICOM SEGs are checked by dicom3tools' dciodvfy, JPEG Lossless test
 #     files made by dcmtk, the PACS round trip run against Debian's Orthanc with its DICOMweb plugin:
-#     all installed here where missing);
+#     all installed here where missing), then builds the documentation site (mkdocs.yml) strictly;
 #  2. an OpenVINO venv (.venv-ov: skinseg[openvino,test]; onnxruntime-openvino ships the onnxruntime
 #     module, so it cannot share a venv with [cpu]) runs the provider tests on the OpenVINO EP;
 #  3. the full venv (.venv: skinseg[cpu,train,test]) runs the training-side tests.
@@ -47,9 +47,14 @@ if ! command -v dciodvfy >/dev/null || ! command -v dcmcjpeg >/dev/null || ! com
 fi
 
 echo "== edge environment (no TensorFlow) =="
-setup .venv-edge cpu,test,ray,serve,dicom
+setup .venv-edge cpu,test,ray,serve,dicom,docs
 SKINSEG_EDGE_ENV=1 .venv-edge/bin/python -m pytest tests/edge -q -p no:cacheprovider
 .venv-edge/bin/ruff check skinseg tests scripts benchmarks
+
+echo "== documentation site (mkdocs build --strict: a broken link or a page outside nav fails) =="
+site=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv-edge/bin/mkdocs build --strict --quiet -d "$site"
+rm -rf "$site"
 
 echo "== OpenVINO environment (onnxruntime-openvino instead of onnxruntime: its own venv) =="
 setup .venv-ov openvino,test

@@ -23,8 +23,12 @@ def run(model: Path, target: str, output: Path | None) -> None:
             ["skinseg metadata kept", "yes" if res.metadata_kept else "no (the file had none)"]]
     for ep, after in res.mobile.items():
         before = res.mobile_source.get(ep, {})
-        rows.append([f"{ep} (ORT usability checker)",
-                     f"{after['supported']}/{after['nodes']} nodes in {after['partitions']} partitions: "
-                     f"{after['verdict']} (as the source is: {before.get('verdict', '?')})"])
+        parts = f"{after['partitions']} partition" + ("" if after["partitions"] == 1 else "s")
+        said = {"YES": "worth using: it runs the whole model",
+                "MAYBE": "may help: it runs most of the model, the CPU the rest",
+                "NO": "not worth it: the phone's CPU runs the model (XNNPACK or the CPU provider)"}
+        rows.append([f"{ep} on the phone (ORT usability checker)",
+                     f"{said.get(after['verdict'], after['verdict'])}; {after['supported']} of {after['nodes']} "
+                     f"nodes in {parts} (the .onnx: {before.get('verdict', '?')})"])
     ui.table(f"skinseg convert -> {res.files[0]}", ["check", "result"], rows)
     ui.out.print(f"wrote {ui.escape(str(res.files[0]))} and its required-operators config", soft_wrap=True)

@@ -52,6 +52,8 @@ class Job:
 
         if looks_like_dicom(b"", self.path.name):
             return True
+        if not self.path.is_file():  # a pipe or device: opening it could wait forever (the reader refuses it)
+            return False
         try:
             with open(self.path, "rb") as fh:
                 return looks_like_dicom(fh.read(132))

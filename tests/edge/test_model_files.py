@@ -150,3 +150,5 @@ def test_convert_takes_a_shipped_name_and_writes_to_the_current_folder(tmp_path,
     assert res.exit_code == 0, res.output
     assert (tmp_path / "skinseg-int8.ort").is_file()
     assert not (FP32.parent / "skinseg-int8.ort").exists()  # never into the installed package
+    # each phone accelerator's verdict in words: a NO still runs, on the phone's CPU; no "1 partitions"
+    assert "the phone's CPU runs the model" in res.output and "1 partitions" not in res.output

@@ -40,3 +40,18 @@ def test_readme_stays_short_and_every_link_in_the_docs_resolves():
             if not target.startswith("http") and not (page.parent / target).exists():
                 missing.append(f"{page.name} -> {target}")
     assert not missing, missing
+
+
+def test_every_error_line_the_troubleshooting_page_quotes_is_in_the_code():
+    """The page quotes what skinseg prints; a message reworded in the code must be reworded there too."""
+    import re
+
+    page = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    code = " ".join(p.read_text(encoding="utf-8") for p in (ROOT / "skinseg").rglob("*.py"))
+    code = re.sub(r'"\s*\n\s*f?"', "", code)  # implicit string concatenation across lines
+    code = re.sub(r'\{[^{}\n"]*\}', "", code)  # f-string fields
+    quoted = [q for row in page.splitlines() if row.startswith("| ") for q in
+              re.findall(r"`([^`]{12,})`", row.split("|")[1])]
+    assert len(quoted) >= 30
+    missing = [q for q in quoted if re.sub(r"\{[^{}]*\}", "", q) not in code]
+    assert not missing, missing
