@@ -95,6 +95,11 @@ def run(model: Path, calibration: Path, output: Path | None, target: str, images
         max_drop: float | None, force: bool, engine: EngineOptions, tiles: int,
         max_disagreement: float | None = None) -> None:
     """The command: check the folders, quantize, print what the gate measured."""
+    from skinseg.inference.model_files import PRECISIONS, resolve_model
+
+    if str(model).lower() in PRECISIONS and not Path(model).exists():  # a shipped model: never write into the package
+        model = resolve_model(str(model))
+        output = output or Path(f"{model.stem.removesuffix('-fp32')}-int8-{target}.onnx")
     if not calibration.is_dir():
         raise SkinsegError(f"--calibration {calibration}: no such folder")
     calib, _ = collect_images([calibration])

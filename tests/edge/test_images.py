@@ -196,3 +196,26 @@ def test_a_damaged_png_is_an_error_row_without_libpng_noise(tmp_path):
                           str(tmp_path / "o"), "-q"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "libpng" not in res.stderr
     assert "damaged PNG (CRC error in its IDAT chunk)" in (tmp_path / "o" / "results.csv").read_text()
+
+
+def test_every_format_of_the_nasty_corpus_decodes_to_the_pixels_pillow_reads(tmp_path):
+    """Content, not shape: Pillow (an independent decoder, EXIF orientation applied) is the reference for
+    16-bit, RGBA, palette, grey, CMYK, EXIF-rotated and WebP files; a channel swap, a wrong 16-bit
+    scaling or a missed rotation changes pixels by far more than the tolerance."""
+    from PIL import Image, ImageOps
+
+    from tests.edge import nasty
+
+    expected = nasty.build(tmp_path)
+    checked = 0
+    for name, outcome in expected.items():
+        if outcome != "ok" or name.startswith("thin"):  # the 10x100000 strip: Pillow's own limits
+            continue
+        ours = read_image(tmp_path / name)
+        with Image.open(tmp_path / name) as im:
+            ref = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        assert ours.shape == ref.shape, name
+        tolerance = 1 if name.startswith("cmyk") else 0  # CMYK->RGB rounds differently by one level
+        assert np.abs(ours.astype(int) - ref).max() <= tolerance, name
+        checked += 1
+    assert checked >= 9

@@ -146,7 +146,7 @@ def test_a_run_folders_default_on_the_cpu_is_the_faster_accepted_precision(tmp_p
 
 def test_convert_takes_a_shipped_name_and_writes_to_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    res = runner.invoke(app, ["convert", "int8", "--to", "ort"], terminal_width=250)
+    res = runner.invoke(app, ["convert", "int8", "--to", "ort"], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert (tmp_path / "skinseg-int8.ort").is_file()
     assert not (FP32.parent / "skinseg-int8.ort").exists()  # never into the installed package

@@ -161,3 +161,19 @@ def test_sigterm_during_quantize_leaves_no_temporary_files(tmp_path):
     assert not list(out.iterdir())
     left = [p for p in scratch.rglob("*") if "skinseg-cache" not in p.parts and p.name != ".ses"]
     assert not left, left  # its temporary folder is gone (.ses: ONNX Runtime writes it when imported)
+
+
+def test_a_truly_degraded_int8_is_refused_at_the_default_limits(tmp_path, monkeypatch):
+    """Calibrated on flat grey images, the INT8 ranges miss real skin: the gate at its default limits
+    (no --max-drop given) refuses it and writes nothing. A shipped name works as in every command,
+    and its output goes to the current folder, never into the package."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, v in enumerate((0, 40, 80, 120)):
+        cv2.imwrite(str(flat / f"{i}.png"), np.full((192, 256, 3), v, np.uint8))
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["quantize", "fp32", "--calibration", str(flat), "--images", str(ISIC256 / "valid"),
+                              "--tiles", "4"], terminal_width=250)
+    assert res.exit_code == 2, res.output
+    assert ("INT8 loses" in res.output or "disagree" in res.output) and "not written" in res.output
+    assert not list(tmp_path.glob("*.onnx")) and not list(FP32.parent.glob("*-int8-cpu.onnx"))

@@ -48,6 +48,19 @@ def test_ray_local_matches_local_infer_and_reports_bad_inputs(tmp_path):
     info = json.loads((dist / "run.json").read_text())
     assert info["ray"]["address"] == "local" and info["ray"]["workers"] == 2
     assert info["ray"]["providers"] == ["CPUExecutionProvider"] and info["ray"]["worker_processes"] >= 1
+    # --ray with --resume: the images whose outputs are gone are redone on the cluster, the rest kept
+    gone = sorted((dist / "masks").glob("*.png"))[:3]
+    kept = {m.name: m.stat().st_mtime_ns for m in (dist / "masks").glob("*.png") if m not in gone}
+    for m in gone:
+        m.unlink()
+    res = runner.invoke(app, ["infer", str(src), "-o", str(dist), "--model", "int8", "--ray", "local",
+                              "--workers", "1", "--resume"], env={"COLUMNS": "200"})
+    assert res.exit_code == 1, res.output  # broken.jpg is still broken
+    assert "17 resumed" in res.output, res.output
+    for m in gone:
+        np.testing.assert_array_equal(read_mask(m), read_mask(local / "masks" / m.name))
+    assert all((dist / "masks" / name).stat().st_mtime_ns == t for name, t in kept.items())
+    assert len(_rows(dist / "results.csv")) == 21
 
 
 def test_a_killed_worker_is_replaced_and_every_image_is_done_once(tmp_path):
