@@ -64,7 +64,13 @@ def keep_components(mask: np.ndarray, keep: str = "largest", min_area: int = 0) 
     areas = areas[1:]
     if keep == "largest":
         best = int(np.argmax(areas))
-        return labels == best + 1 if areas[best] >= min_area else np.zeros(mask.shape, bool)
+        if areas[best] < min_area:
+            return np.zeros(mask.shape, bool)
+        tied = np.flatnonzero(areas == areas[best]) + 1
+        if len(tied) > 1:  # OpenCV's label order is not raster order: the contract's tie rule, applied here
+            flat = labels.ravel()
+            return labels == min(tied, key=lambda label: int(np.argmax(flat == label)))
+        return labels == best + 1
     wanted = [i + 1 for i, a in enumerate(areas) if a >= min_area]
     if len(wanted) == n - 1:
         return labels > 0

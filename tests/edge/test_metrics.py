@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from skinseg.shared.metrics import aggregate, hd95, scores
+from skinseg.shared.metrics import aggregate, confusion, from_counts, hd95, mean_jaccard, scores
 
 
 def _m(shape, *boxes):
@@ -117,3 +117,67 @@ def test_hd95_equals_an_independent_implementation(seed):
 def test_hd95_of_nested_squares_is_the_exact_figure():
     big, small = _m((60, 60), (10, 50, 10, 50)), _m((60, 60), (20, 40, 20, 40))
     assert hd95(big, small) == pytest.approx(_hd95_brute_force(big, small), abs=1e-4)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data())
+def test_hd95_equals_the_brute_force_on_random_masks_touching_the_border(data):
+    """Random masks reach the image's edge, where the boundary rule (zero outside the image) matters;
+    0/255 masks give the same figure as bool ones."""
+    a = data.draw(arrays(bool, st.tuples(st.integers(2, 16), st.integers(2, 16))))
+    b = data.draw(arrays(bool, a.shape))
+    if a.any() and b.any():
+        assert hd95(a, b) == pytest.approx(_hd95_brute_force(a, b), abs=1e-4)
+        assert hd95(a.astype(np.uint8) * 255, b.astype(np.uint8) * 255) == pytest.approx(hd95(a, b))
+
+
+def test_confusion_counts_and_a_size_mismatch_names_both_sizes():
+    p, t = _m((4, 5), (0, 2, 0, 5)), _m((4, 5), (1, 4, 0, 5))
+    assert confusion(p, t) == (5, 5, 10, 0)
+    s = scores(p, t)
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (5, 5, 10, 0)
+    with pytest.raises(ValueError, match=r"\(4, 5\).*\(5, 4\)"):
+        confusion(p, np.zeros((5, 4), bool))
+
+
+def test_from_counts_edges_by_hand():
+    exact = from_counts(13, 4, 3, 80)  # Jaccard 13/20 = 0.65 exactly: not a failure, kept by the ISIC rule
+    assert exact["jaccard"] == 0.65 and exact["thresholded_jaccard"] == 0.65
+    assert from_counts(12, 5, 3, 80)["thresholded_jaccard"] == 0.0  # 0.6
+    assert from_counts(2, 3, 0, 3)["specificity"] == 0.5  # tn = fp: still tn / (tn + fp)
+    assert from_counts(2, 0, 0, 0)["specificity"] == 1.0 and from_counts(0, 0, 0, 4)["sensitivity"] == 1.0
+    assert from_counts(1, 1, 2, 6) == {"jaccard": 0.25, "dice": 0.4, "accuracy": 0.7, "sensitivity": 1 / 3,
+                                       "specificity": 6 / 7, "thresholded_jaccard": 0.0}
+
+
+def test_aggregate_by_hand():
+    rows = [{"jaccard": 0.65, "dice": 0.8, "accuracy": 1, "sensitivity": 1, "specificity": 1,
+             "thresholded_jaccard": 0.65, "hd95": "", "tp": 13, "fp": 4, "fn": 3},
+            {"jaccard": 0.2, "dice": 0.4, "accuracy": 0.5, "sensitivity": 0.5, "specificity": 0.5,
+             "thresholded_jaccard": 0.0, "hd95": 3.0, "tp": 1, "fp": 2, "fn": 2},
+            {"jaccard": 0.5, "dice": 0.6, "accuracy": 0.9, "sensitivity": 0.7, "specificity": 0.9,
+             "thresholded_jaccard": 0.0, "hd95": math.nan, "tp": 0, "fp": 0, "fn": 0}]
+    agg = aggregate(rows)
+    assert agg["jaccard"] == {"mean": pytest.approx(1.35 / 3), "median": 0.5,
+                              "std": pytest.approx(float(np.std([0.65, 0.2, 0.5]))), "n": 3}
+    assert agg["hd95"] == {"mean": 3.0, "median": 3.0, "std": 0.0, "n": 1}  # "" and NaN left out
+    assert agg["failure_rate"] == pytest.approx(2 / 3)  # 0.65 is not a failure; 0.2 and 0.5 are
+    assert agg["pooled_jaccard"] == pytest.approx(14 / 25)  # 14 / (14 + 6 + 5)
+    empty = [{**rows[2], "jaccard": 1.0}]
+    assert aggregate(empty)["pooled_jaccard"] == 1.0 and aggregate([]) == {"scored": 0}
+
+
+def test_mean_jaccard_by_hand():
+    a, b = _m((4, 4), (0, 2, 0, 4)), _m((4, 4), (0, 4, 0, 4))
+    assert mean_jaccard([a, b], [a, a]) == pytest.approx((1.0 + 0.5) / 2)
+    assert mean_jaccard([np.zeros((3, 3), bool)], [np.zeros((3, 3), bool)]) == 1.0
+
+
+def test_pooled_jaccard_and_mean_jaccard_edges():
+    base = {"jaccard": 0.25, "dice": 0.4, "accuracy": 1, "sensitivity": 1, "specificity": 1,
+            "thresholded_jaccard": 0, "hd95": 1.0}
+    assert aggregate([base | {"tp": 1, "fp": 1, "fn": 2}])["pooled_jaccard"] == 0.25  # tp + fp = fn
+    assert aggregate([base | {"tp": 1, "fp": 2, "fn": 1}])["pooled_jaccard"] == 0.25  # tp + fn = fp
+    a = _m((4, 4), (0, 2, 0, 4))
+    with pytest.raises(ValueError):
+        mean_jaccard([a], [a, a])  # one list shorter than the other is a caller's error, not a shorter mean
