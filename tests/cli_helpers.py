@@ -39,7 +39,9 @@ def small_png(path: Path, seed: int = 0) -> Path:
 
 
 def csv_rows(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    """The rows of a CSV file, or of a run folder's results.csv."""
+    path = Path(path)
+    with open(path if path.suffix == ".csv" else path / "results.csv", newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 

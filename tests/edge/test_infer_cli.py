@@ -28,17 +28,12 @@ from tests.onnx_factory import expected_probability, stripes
 from tests.realdata import FULLRES
 
 
-def _rows(out):
-    with open(out / "results.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def test_outputs_contract(tmp_path, model, images):
     out = tmp_path / "out"
     res = runner.invoke(app, ["infer", str(images), "--model", str(model), "-o", str(out), "--provider", "cpu",
                               "--keep", "all", "--no-fill-holes"])
     assert res.exit_code == 0, res.output
-    rows = _rows(out)
+    rows = csv_rows(out)
     assert [Path(r["file"]).name for r in rows] == ["img0.png", "img1.png", "img2.png"]
     assert set(rows[0]) >= {"file", "status", "width", "height", "lesion_area_px", "lesion_fraction", "bbox",
                             "components", "seconds", "error"}
@@ -64,7 +59,7 @@ def test_bad_inputs_are_reported_and_run_goes_on(tmp_path, model, images):
     res = runner.invoke(app, ["infer", str(images), str(tmp_path / "nope.png"), "--model", str(model),
                               "-o", str(out), "-q"])
     assert res.exit_code == 1
-    rows = {Path(r["file"]).name: r for r in _rows(out)}
+    rows = {Path(r["file"]).name: r for r in csv_rows(out)}
     assert rows["img0.png"]["status"] == "ok"
     for bad, why in [("empty.jpg", "empty file"), ("text.jpg", "not a readable image"),
                      ("trunc.jpg", ""), ("nope.png", "no such file")]:

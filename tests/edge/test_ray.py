@@ -3,7 +3,6 @@
 Few and short: a local Ray instance takes seconds to start.
 """
 
-import csv
 import json
 import os
 import shutil
@@ -17,16 +16,12 @@ from typer.testing import CliRunner
 
 from skinseg.cli import app
 from skinseg.shared.images import encode, read_mask
+from tests.cli_helpers import csv_rows
 from tests.onnx_factory import stripes
 from tests.realdata import FULLRES, ISIC256
 from tests.running import slow_job
 
 runner = CliRunner()
-
-
-def _rows(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_ray_local_matches_local_infer_and_reports_bad_inputs(tmp_path):
@@ -40,7 +35,7 @@ def test_ray_local_matches_local_infer_and_reports_bad_inputs(tmp_path):
     res = runner.invoke(app, ["infer", str(src), "-o", str(dist), "-q", "--model", "int8", "--ray", "local",
                               "--workers", "2"])
     assert res.exit_code == 1, res.output
-    rows = _rows(dist / "results.csv")
+    rows = csv_rows(dist / "results.csv")
     assert len(rows) == 21 and sum(r["status"] == "ok" for r in rows) == 20
     assert "not a readable image" in next(r["error"] for r in rows if r["file"].endswith("broken.jpg"))
     for m in (local / "masks").glob("*.png"):
@@ -60,7 +55,7 @@ def test_ray_local_matches_local_infer_and_reports_bad_inputs(tmp_path):
     for m in gone:
         np.testing.assert_array_equal(read_mask(m), read_mask(local / "masks" / m.name))
     assert all((dist / "masks" / name).stat().st_mtime_ns == t for name, t in kept.items())
-    assert len(_rows(dist / "results.csv")) == 21
+    assert len(csv_rows(dist / "results.csv")) == 21
 
 
 def test_a_killed_worker_is_replaced_and_every_image_is_done_once(tmp_path):
@@ -83,7 +78,7 @@ def test_a_killed_worker_is_replaced_and_every_image_is_done_once(tmp_path):
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
     assert "object store" not in output and " E " not in output  # no error-level line from Ray on a good run
-    rows = _rows(out / "results.csv")
+    rows = csv_rows(out / "results.csv")
     assert sorted(r["file"] for r in rows) == sorted(str(p) for p in src.glob("*.png"))  # each image exactly once
     assert all(r["status"] == "ok" for r in rows)
     for p in src.glob("*.png"):

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from skinseg.cli import app
 from skinseg.inference.options import EngineOptions
 from skinseg.shared.images import encode, read_mask
+from tests.cli_helpers import csv_rows
 from tests.onnx_factory import make_model, stripes
 from tests.running import slow_job, wait_for_masks
 
@@ -26,11 +27,6 @@ runner = CliRunner()
 def _png(path: Path, seed: int = 0) -> Path:
     path.write_bytes(encode(".png", stripes(40, 60, seed=seed)))
     return path
-
-
-def _rows(path: Path) -> list[dict]:
-    with open(path if path.suffix == ".csv" else path / "results.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_resume_refuses_outputs_of_another_model_or_options(tmp_path, model):
@@ -57,7 +53,7 @@ def test_resume_rebuilds_damaged_state(tmp_path, model):
     (out / "masks" / "img1.png").write_bytes(b"garbage")
     res = runner.invoke(app, [*args, "--resume"])
     assert res.exit_code == 0, res.output
-    assert [r["status"] for r in _rows(out / "results.csv")] == ["ok"] * 3
+    assert [r["status"] for r in csv_rows(out / "results.csv")] == ["ok"] * 3
     assert read_mask(out / "masks" / "img1.png").shape == (40, 60)
 
 
@@ -79,7 +75,7 @@ def test_resume_skips_complete_outputs(tmp_path, model, images):
     assert (out / "masks" / "img0.png").stat().st_mtime_ns == before
     run = json.loads((out / "run.json").read_text())
     assert run["skipped"] == 2 and run["ok"] == 3
-    assert [r["status"] for r in _rows(out)] == ["ok"] * 3
+    assert [r["status"] for r in csv_rows(out)] == ["ok"] * 3
 
 
 def test_kill_9_then_resume(tmp_path):

@@ -82,7 +82,19 @@ def test_tiny_model_learns_with_device_augmentation_and_ema(device_run):
     assert len(rows) == 6
     assert max(float(r["val_dice"]) for r in rows) >= 0.8, rows
     assert float(rows[0]["lr"]) > float(rows[-1]["lr"])  # cosine decays
+    # one epoch of warm-up (15 steps from lr/100) ends exactly at the peak 0.003; a cosine without warm-up
+    # would already be down to 0.0028 there
+    assert float(rows[0]["lr"]) == pytest.approx(0.003, rel=1e-3), rows[0]["lr"]
+    lrs = [float(r["lr"]) for r in rows]
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)), lrs
     assert (device_run / "best.keras").is_file()
+    import keras
+
+    import skinseg.training.losses  # noqa: F401 - the custom objects the file names
+    import skinseg.training.model  # noqa: F401
+
+    opt = keras.saving.load_model(device_run / "last.keras", safe_mode=True).optimizer
+    assert opt.use_ema and opt.ema_momentum == pytest.approx(0.9)  # the config's EMA reaches the optimizer
 
 
 def test_final_fit_trains_on_train_and_valid_with_a_fixed_schedule(tmp_path):

@@ -41,14 +41,31 @@ def test_run_folder_contents(trained_run):
 def test_resume_continues_to_more_epochs(trained_run, tmp_path):
     import shutil
 
+    import keras
+    import numpy as np
+
+    import skinseg.training.losses  # noqa: F401 - registers the custom objects last.keras names
+    import skinseg.training.model  # noqa: F401
     from skinseg.training.trainer import train
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
+
+    def optimizer_state():
+        opt = keras.saving.load_model(run / "last.keras", safe_mode=True).optimizer
+        return int(keras.ops.convert_to_numpy(opt.iterations)), [keras.ops.convert_to_numpy(v) for v in opt.variables]
+
+    steps_before, moments_before = optimizer_state()
     train(None, resume=run, epochs=7, quiet=True)
     rows = _history(run)
     assert [int(r["epoch"]) for r in rows] == list(range(1, 8))
     assert json.loads((run / "state.json").read_text())["epoch"] == 7
+    # the optimizer goes on where it stopped: Adam's step count continues by one epoch's steps (240 pairs,
+    # batch 16), not from zero, and its moments moved on from the saved ones rather than restarting
+    steps_after, moments_after = optimizer_state()
+    assert steps_before == 6 * 15 and steps_after == 7 * 15, (steps_before, steps_after)
+    moved = [not np.array_equal(a, b) for a, b in zip(moments_before, moments_after, strict=True) if a.size > 1]
+    assert moved and all(moved)
 
 
 def test_sigterm_saves_last_model_and_history(tmp_path):
