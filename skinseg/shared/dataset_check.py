@@ -13,7 +13,7 @@ from typing import Any
 
 from skinseg.shared.dataset import Pairing, SplitDirs, config_split, locate_split, split_pairs
 from skinseg.shared.errors import InputError
-from skinseg.shared.images import decode_image, read_binary_mask, read_bytes
+from skinseg.shared.images import load_image, read_binary_mask
 
 SPLITS = ("train", "valid", "test")
 
@@ -36,7 +36,8 @@ class SplitReport:
 def inspect_pair(image: Path, mask: Path) -> tuple[str | None, str | None]:
     """(problem, note) for one pair: a problem makes it unusable; a note is worth a look."""
     try:
-        h, w = decode_image(read_bytes(image), str(image)).shape[:2]  # a truncated file only shows when decoded
+        loaded = load_image(image)  # decoded through the one reader (DICOM too): a truncated file only shows then
+        h, w = loaded.height, loaded.width
         m, stored = read_binary_mask(mask)
     except InputError as exc:
         return str(exc), None

@@ -191,3 +191,20 @@ def test_the_service_answers_a_dicom_upload_with_a_seg(tmp_path, study):
         assert bad.status_code in (415, 422) and "error" in bad.json()
     finally:
         assert s.stop() == 0
+
+
+def test_eval_and_check_data_take_dicom_images_with_png_masks(tmp_path, study):
+    _, folder = study
+    split = tmp_path / "split"
+    (split / "masks").mkdir(parents=True)
+    shutil.copytree(folder, split / "images")
+    for src in SOURCES:
+        shutil.copy(ISIC256 / "test" / "masks" / f"{src.stem}_segmentation.png", split / "masks")
+    res = runner.invoke(app, ["check-data", str(split)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "6 usable pairs, 0 problems" in res.output, res.output
+    out = tmp_path / "eval"
+    res = runner.invoke(app, ["eval", "--images", str(split / "images"), "--masks", str(split / "masks"), "-o",
+                              str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = csv_rows(out / "metrics.csv")
+    assert len(rows) == 6 and all(r["status"] == "ok" and float(r["jaccard"]) > 0.5 for r in rows), rows
