@@ -121,6 +121,7 @@ def main() -> int:
         "train_seconds": round(train_s, 1), "export_seconds": round(export_s, 1), "eval_seconds": round(eval_s, 1),
         "train_images_per_s": round(statistics.median(rates), 1),
         "gpu": gpu.summary(),
+        "int8_kept": run.variant("int8") in models,
         "test": {label: {"mean_jaccard": m["jaccard"]["mean"], "thresholded_jaccard": m["thresholded_jaccard"]["mean"]}
                  for label, m in summary["models"].items()},
     }
