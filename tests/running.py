@@ -26,3 +26,19 @@ def wait_for_masks(out: Path, count: int, timeout: float = 120) -> int:
     while time.time() < deadline and len(list((out / "masks").glob("*.png"))) < count:
         time.sleep(0.05)
     return len(list((out / "masks").glob("*.png")))
+
+
+def assert_masks_as_uninterrupted(model: Path, src: Path, out: Path, **options) -> None:
+    """Every mask in `out` equals what one uninterrupted engine in this process makes of its image with
+    the same options: content, not only shape, after a kill, a resume or a replaced worker."""
+    import numpy as np
+
+    from skinseg.inference.segmenter import Segmenter
+    from skinseg.shared.images import binarize, read_mask
+
+    seg = Segmenter(model, "cpu", **options)
+    images = sorted(src.glob("*.png"))
+    assert images
+    for p in images:
+        got = binarize(read_mask(out / "masks" / p.name))
+        assert np.array_equal(got, seg.predict(p).mask), p.name

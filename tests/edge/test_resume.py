@@ -19,7 +19,7 @@ from skinseg.inference.options import EngineOptions
 from skinseg.shared.images import encode, read_mask
 from tests.cli_helpers import csv_rows
 from tests.onnx_factory import make_model, stripes
-from tests.running import slow_job, wait_for_masks
+from tests.running import assert_masks_as_uninterrupted, slow_job, wait_for_masks
 
 runner = CliRunner()
 
@@ -100,6 +100,8 @@ def test_kill_9_then_resume(tmp_path):
     assert len(rows) == n and all(r["status"] == "ok" for r in rows)
     expected = (1.0 - stripes(700, 900, seed=0)[..., 0] / 255.0) >= 0.5
     assert np.mean((read_mask(out / "masks" / "img00.png") > 0) == expected) > 0.97
+    # those written before the kill and those after the resume: each as an uninterrupted run makes it
+    assert_masks_as_uninterrupted(model, src, out, keep="all", fill_holes=False, threads=1)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
