@@ -1,5 +1,6 @@
 """Export: parity, metadata the engine uses, FP16/INT8 variants, clear errors."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -88,6 +89,16 @@ def test_reported_agreement_is_right(exported):
     truths = [binarize(read_mask(m)) for _, m in pairs]
     m32, conf = engine_masks(rows[0]["file"], [p for p, _ in pairs])
     assert mean_jaccard(m32, truths) == pytest.approx(rows[0]["val_jaccard"])
+    # the TTA decision re-measured here, by hand: both settings' Jaccard, not the figures export stored
+    props = {p.key: p.value for p in onnx.load(str(rows[0]["file"])).metadata_props}
+    stored = json.loads(props["skinseg.metrics"])["tta"]
+    for tta, key in ((True, "val_jaccard_with"), (False, "val_jaccard_without")):
+        seg = Segmenter(rows[0]["file"], "cpu", tta=tta)
+        mine = float(np.mean([
+            (lambda p, t: (p & t).sum() / (p | t).sum() if (p | t).any() else 1.0)(seg.predict(img).mask, t)
+            for (img, _), t in zip(pairs, truths, strict=True)]))
+        assert mine == pytest.approx(stored[key], abs=1e-9), key
+    assert stored["on"] == ((stored["val_jaccard_with"] - stored["val_jaccard_without"]) * 100 >= 0.3)
     # the review threshold each file records: at most 15 % of the validation images below it, the least
     # confident first (one more image would break the share)
     for r in rows:
