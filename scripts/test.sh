@@ -7,7 +7,8 @@
 #     all installed here where missing), then builds the documentation site (mkdocs.yml) strictly;
 #  2. an OpenVINO venv (.venv-ov: skinseg[openvino,test]; onnxruntime-openvino ships the onnxruntime
 #     module, so it cannot share a venv with [cpu]) runs the provider tests on the OpenVINO EP;
-#  3. the full venv (.venv: skinseg[cpu,train,test]) runs the training-side tests.
+#  3. the full venv (.venv: skinseg[cpu,train,jax,test]) runs the training-side tests (TensorFlow, and JAX as
+#     Keras' other backend).
 # The reference Node.js client (clients/js) is tested against `skinseg infer` in step 1: Node.js comes
 # from Debian where missing, its packages from npm (onnxruntime-node's CPU build ships in the package;
 # ONNXRUNTIME_NODE_INSTALL=skip stops its post-install step fetching CUDA binaries).
@@ -61,5 +62,5 @@ setup .venv-ov openvino,test
 .venv-ov/bin/python -m pytest tests/edge/test_providers.py -q -p no:cacheprovider
 
 echo "== training environment =="
-setup .venv cpu,train,test
+setup .venv cpu,train,jax,test
 .venv/bin/python -m pytest tests/train -q -p no:cacheprovider
