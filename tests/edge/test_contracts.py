@@ -8,6 +8,7 @@ with nothing in the model to say which.
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -66,8 +67,11 @@ def test_engine_resizes_as_the_model_records(tmp_path):
     plain = make_model(tmp_path / "a.onnx", metadata={"skinseg.format": "1", "skinseg.scale": "128"})
     img = LoadedImage(rgb, 300, 400)
     got_cubic = Segmenter(cubic, "cpu").to_working(img)
-    np.testing.assert_array_equal(got_cubic, scaling.to_working(rgb, (300, 400), 128, {"image_down": "cubic"}))
-    assert not np.array_equal(got_cubic, Segmenter(plain, "cpu").to_working(img))  # format 1: area
+    # the expected pixels from OpenCV itself (contract section 3: 300x400 at long side 128 is 96x128)
+    np.testing.assert_array_equal(got_cubic, cv2.resize(rgb, (128, 96), interpolation=cv2.INTER_CUBIC))
+    got_area = Segmenter(plain, "cpu").to_working(img)  # format 1: area
+    np.testing.assert_array_equal(got_area, cv2.resize(rgb, (128, 96), interpolation=cv2.INTER_AREA))
+    assert not np.array_equal(got_cubic, got_area)
     assert Segmenter(plain, "cpu").resize == scaling.DEFAULT_RESIZE
 
 
