@@ -476,7 +476,10 @@ class Trainer:
 
                 aug = {k: v for k, v in vars(cfg.augmentor).items()}
                 self.fit_model = AugmentedTrainer(self.model, DeviceAugment(aug, cfg.train.seed))
-                self.fit_model.compile(self.optimizer() if not self.resuming else self.model.optimizer,
+                # the model's own optimizer, shared: checkpoints save self.model, so its optimizer must be the
+                # one that trains (a second instance left Adam's state, the schedule's step and the EMA out
+                # of last.keras, and a resumed run restarted them)
+                self.fit_model.compile(self.model.optimizer,
                                        loss=packed_loss_factory(cfg.model.loss),
                                        metrics=[PackedOverlap("dice"), PackedOverlap("jaccard")], jit_compile=jit)
         if cfg.model.show_summary and not self.quiet:

@@ -93,8 +93,14 @@ def test_tiny_model_learns_with_device_augmentation_and_ema(device_run):
     import skinseg.training.losses  # noqa: F401 - the custom objects the file names
     import skinseg.training.model  # noqa: F401
 
-    opt = keras.saving.load_model(device_run / "last.keras", safe_mode=True).optimizer
+    model = keras.saving.load_model(device_run / "last.keras", safe_mode=True)
+    opt = model.optimizer
     assert opt.use_ema and opt.ema_momentum == pytest.approx(0.9)  # the config's EMA reaches the optimizer
+    # and the checkpoint holds the moving average of the weights, not the last step's raw weights
+    averages = opt._model_variables_moving_average
+    assert len(averages) == len(model.trainable_variables)
+    for avg, w in zip(averages, model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(avg), keras.ops.convert_to_numpy(w))
 
 
 def test_final_fit_trains_on_train_and_valid_with_a_fixed_schedule(tmp_path):
@@ -111,3 +117,26 @@ def test_final_fit_trains_on_train_and_valid_with_a_fixed_schedule(tmp_path):
     assert json.loads((run / "data.json").read_text())["train"]["pairs"] == 240 + 48
     state = json.loads((run / "state.json").read_text())
     assert state["best_epoch"] == 2 and state["finished"]
+
+
+def test_a_device_augmented_run_resumes_with_its_optimizer(device_run, tmp_path):
+    """last.keras carries the optimizer that trained (Adam's steps and moments, the schedule's position,
+    the EMA): a resumed run goes on from them."""
+    import shutil
+
+    import keras
+
+    import skinseg.training.losses  # noqa: F401
+    import skinseg.training.model  # noqa: F401
+    from skinseg.training.trainer import train
+
+    run = tmp_path / "run"
+    shutil.copytree(device_run, run)
+
+    def steps() -> int:
+        opt = keras.saving.load_model(run / "last.keras", safe_mode=True).optimizer
+        return int(keras.ops.convert_to_numpy(opt.iterations))
+
+    assert steps() == 6 * 15
+    train(None, resume=run, epochs=7, quiet=True)
+    assert steps() == 7 * 15
