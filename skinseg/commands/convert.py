@@ -10,9 +10,9 @@ from skinseg.inference.convert import convert
 
 
 def run(model: Path, target: str, output: Path | None) -> None:
-    from skinseg.inference.model_files import PRECISIONS, resolve_model
+    from skinseg.inference.model_files import names_shipped, resolve_model
 
-    if str(model).lower() in PRECISIONS and not model.exists():  # a shipped model: never write into the package
+    if names_shipped(model):  # outputs beside a shipped model would land in the package: the current folder
         model = resolve_model(str(model))
         output = output or Path(f"{model.stem}.ort" if target == "ort" else model.name)
     with ui.console.status(f"converting {model.name} to {target}..."):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from skinseg import ui
-from skinseg.evaluation.report import write_reports
+from skinseg.evaluation.report import review_rows, write_reports
 from skinseg.evaluation.scoring import ModelResult, evaluate_model, model_labels
 from skinseg.evaluation.splits import find_split, pairs_for
 from skinseg.inference.options import EngineOptions
@@ -82,28 +82,12 @@ class EvalRun:
             with_tta = key.endswith("_with")
             rows.append([name, *[f"{r.summary['tta'][key]:.4f}" + (" *" if r.summary["tta"]["used"] == with_tta else "")
                                  if r.summary.get("tta", {}).get(key) is not None else "" for r in results]])
-        rows += self.review_rows(results)
+        rows += review_rows([r.summary.get("review") for r in results], "review: ")
         rows.append(["scored / errors", *[f"{len(r.ok)} / {r.summary['errors']}" for r in results]])
         ui.table(title, ["metric", *self.labels], rows, right=tuple(range(1, len(results) + 1)))
         ui.out.print("* the TTA setting this run used: the model's own (skinseg.tta) unless --tta / --no-tta")
         for label, seg in zip(self.labels, self.segs, strict=True):  # which file each column scored
             ui.out.print(f"{ui.escape(label)} = {ui.escape(str(seg.model_path))}", soft_wrap=True)
-
-    @staticmethod
-    def review_rows(results: list[ModelResult]) -> list[list[str]]:
-        """The review flag on this split: how well confidence ranks failures, and at the threshold."""
-        def cell(r: ModelResult, show: Any) -> str:
-            rv = r.summary.get("review")
-            return show(rv) if rv else ""
-
-        pct = lambda v: "" if v is None else f"{100 * v:.0f} %"  # noqa: E731
-        num = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        return [[name, *[cell(r, show) for r in results]] for name, show in (
-            ("review: AUROC for failures", lambda rv: num(rv["auroc_failures"]) or "n/a (no failures or no successes)"),
-            ("review: threshold", lambda rv: f"{rv['threshold']:.3f}"),
-            ("review: images flagged", lambda rv: f"{rv['flagged']} ({pct(rv['flagged_share'])})"),
-            ("review: failures flagged", lambda rv: f"{rv['failures_caught']} of {rv['failures']}"),
-            ("review: mean Jaccard unflagged", lambda rv: num(rv["mean_jaccard_unflagged"])))]
 
     @staticmethod
     def report_problems(results: list[ModelResult], problems: list[tuple[str, str]]) -> None:

@@ -95,9 +95,9 @@ def run(model: Path, calibration: Path, output: Path | None, target: str, images
         max_drop: float | None, force: bool, engine: EngineOptions, tiles: int,
         max_disagreement: float | None = None) -> None:
     """The command: check the folders, quantize, print what the gate measured."""
-    from skinseg.inference.model_files import PRECISIONS, resolve_model
+    from skinseg.inference.model_files import names_shipped, resolve_model
 
-    if str(model).lower() in PRECISIONS and not Path(model).exists():  # a shipped model: never write into the package
+    if names_shipped(model):  # outputs beside a shipped model would land in the package: the current folder
         model = resolve_model(str(model))
         output = output or Path(f"{model.stem.removesuffix('-fp32')}-int8-{target}.onnx")
     if not calibration.is_dir():

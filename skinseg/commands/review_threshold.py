@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from skinseg import ui
+from skinseg.evaluation.report import review_rows
 from skinseg.evaluation.scoring import evaluate_model
 from skinseg.evaluation.splits import find_split, pairs_for
 from skinseg.inference.options import EngineOptions
@@ -70,17 +71,9 @@ def run_review_threshold(model: Path | None, config: Path | None, images: Path |
     confidences, jaccards = [r["confidence"] for r in ok], [r["jaccard"] for r in ok]
     threshold = choose_threshold(confidences, max_flagged)
     now, chosen = result.summary["review"], review_figures(confidences, jaccards, threshold)
-    pct = lambda v: "" if v is None else f"{100 * v:.0f} %"  # noqa: E731
-    num = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-    rows = [[name, show(now), show(chosen)] for name, show in (
-        ("threshold", lambda f: f"{f['threshold']:.4f}"),
-        ("images flagged", lambda f: f"{f['flagged']} of {f['images']} ({pct(f['flagged_share'])})"),
-        ("failures (Jaccard < 0.65) flagged", lambda f: f"{f['failures_caught']} of {f['failures']}"),
-        ("mean Jaccard, all images", lambda f: num(f["mean_jaccard_all"])),
-        ("mean Jaccard, images not flagged", lambda f: num(f["mean_jaccard_unflagged"])),
-        ("AUROC of confidence for failures", lambda f: num(f["auroc_failures"]) or "n/a"))]
+    rows = review_rows([now, chosen])
     ui.table(f"review threshold for {seg.model_path.name} on {len(ok)} images from {dirs.images}",
-             ["", "model's now", f"flag at most {pct(max_flagged)}"], rows, right=(1, 2))
+             ["", "model's now", f"flag at most {100 * max_flagged:.0f} %"], rows, right=(1, 2))
     for f, why in problems + [(r["file"], r["error"]) for r in result.rows if r["status"] != "ok"]:
         ui.warn(f"not scored: {files.shown(f)}: {why}")
     if output is None:

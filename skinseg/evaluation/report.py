@@ -27,6 +27,20 @@ def write_reports(results: list[ModelResult], out: Path, meta: dict[str, Any]) -
         plots(results, out)
 
 
+def review_rows(columns: list[dict[str, Any] | None], prefix: str = "") -> list[list[str]]:
+    """Table rows of the review flag's figures (inference/review.py, `review_figures`), one column per
+    figures dict (None: an empty cell): eval prints one per model, review-threshold now and chosen."""
+    pct = lambda v: "" if v is None else f"{100 * v:.0f} %"  # noqa: E731
+    num = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    shows = (("AUROC of confidence for failures", lambda f: num(f["auroc_failures"])),
+             ("threshold", lambda f: f"{f['threshold']:.4f}"),
+             ("images flagged", lambda f: f"{f['flagged']} of {f['images']} ({pct(f['flagged_share'])})"),
+             ("failures (Jaccard < 0.65) flagged", lambda f: f"{f['failures_caught']} of {f['failures']}"),
+             ("mean Jaccard, all images", lambda f: num(f["mean_jaccard_all"])),
+             ("mean Jaccard, images not flagged", lambda f: num(f["mean_jaccard_unflagged"])))
+    return [[prefix + name, *[show(c) if c else "" for c in columns]] for name, show in shows]
+
+
 def worst_gallery(r: ModelResult) -> np.ndarray:
     from skinseg.shared.render import LESION, TRUTH, grid, overlay
 

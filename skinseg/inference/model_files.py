@@ -47,11 +47,17 @@ def default_model(provider: str = "auto") -> Path:
     return next(models[k] for k in order if k in models)
 
 
+def names_shipped(model: str | os.PathLike[str]) -> bool:
+    """'fp32' / 'int8' (and no file of that name here): a shipped model. Commands that write a model
+    derived from it write into the current folder, never into the installed package."""
+    return str(model).lower() in PRECISIONS and not Path(model).exists()
+
+
 def resolve_model(model: str | os.PathLike[str] | None, provider: str = "auto") -> Path:
     """None = the shipped model for this machine; 'fp32' / 'int8' = that shipped precision; else a path."""
     if model is None:
         return default_model(provider)
-    if str(model).lower() in PRECISIONS and not Path(model).exists():
+    if names_shipped(model):
         picked = shipped_models().get(str(model).lower())
         if picked is None:
             raise SkinsegError(f"model {model}: no shipped {model} model in this install")

@@ -62,7 +62,3 @@ def part10(ds: Any) -> bytes:
     dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
 
-
-def seg_bytes(source: Any, mask: np.ndarray, model_name: str, model_sha256: str) -> bytes:
-    """The SEG as a DICOM Part 10 file."""
-    return part10(seg_dataset(source, mask, model_name, model_sha256))

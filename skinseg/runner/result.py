@@ -93,29 +93,21 @@ class Result:
     def polygons(self) -> list[list[list[int]]]:
         return encodings.polygons(self.mask)
 
-    def dicom_files(self, model_name: str, model_sha256: str) -> dict[str, bytes]:
-        """For a DICOM source: 'seg', the mask as a DICOM Segmentation (runner/dicom_seg.py), and 'sr', the
-        measurements as a TID 1500 report (runner/dicom_sr.py) when the scale is known."""
+    def dicom_files(self, model_name: str, model_sha256: str, report: bool = True) -> dict[str, bytes]:
+        """For a DICOM source: 'seg', the mask as a DICOM Segmentation (runner/dicom_seg.py), and with
+        `report`, 'sr', the measurements as a TID 1500 report (runner/dicom_sr.py) when the scale is known."""
         from skinseg.runner.dicom_seg import part10, seg_dataset
 
         if self.dicom_source is None:
             raise ValueError("a DICOM SEG needs a DICOM source image")
         seg = seg_dataset(self.dicom_source, self.mask, model_name, model_sha256)
         out = {"seg": part10(seg)}
-        if self.area_mm2 is not None and self.diameter_mm is not None and self.lesion_area_px:
+        if report and self.area_mm2 is not None and self.diameter_mm is not None and self.lesion_area_px:
             from skinseg.runner.dicom_sr import sr_dataset
 
             out["sr"] = part10(sr_dataset(self.dicom_source, seg, self.area_mm2, self.diameter_mm, model_name,
                                           model_sha256))
         return out
-
-    def dicom_seg(self, model_name: str, model_sha256: str) -> bytes:
-        """The mask as a DICOM Segmentation of the source image (runner/dicom_seg.py)."""
-        from skinseg.runner.dicom_seg import seg_bytes
-
-        if self.dicom_source is None:
-            raise ValueError("a DICOM SEG needs a DICOM source image")
-        return seg_bytes(self.dicom_source, self.mask, model_name, model_sha256)
 
     def overlay_jpeg(self, long_side: int | None = None) -> bytes:
         if self.loaded is None or self.source is None:

@@ -1,6 +1,6 @@
 """The PACS round trip against a real Orthanc with its DICOMweb plugin (Debian's orthanc and
 orthanc-dicomweb, installed by scripts/test.sh), run in its own network namespace so that it listens
-on 127.0.0.1 only (tests/pacs/orthanc_round_trip.py); and the token and URL rules without a PACS."""
+on 127.0.0.1 only (tests/orthanc.py); and the token and URL rules without a PACS."""
 
 import json
 import shutil
@@ -20,7 +20,7 @@ from tests.realdata import ISIC256
 SOURCES = sorted((ISIC256 / "test" / "images").glob("*.jpg"))[:6]
 
 
-def test_orthanc_round_trip_fetches_segments_and_stores_a_seg_per_image(tmp_path):
+def test_infer_dicomweb_against_orthanc_fetches_segments_and_stores_a_seg_per_image(tmp_path):
     assert shutil.which("unshare") and shutil.which("ip"), "util-linux's unshare and iproute2's ip are needed"
     study, folder = generate_uid(), tmp_path / "study"
     folder.mkdir()
@@ -32,7 +32,7 @@ def test_orthanc_round_trip_fetches_segments_and_stores_a_seg_per_image(tmp_path
     pdf = hostile(photo(rgb, study), "pdf", folder)  # a non-image instance of the same study
     (folder / "study.json").write_text(json.dumps({"study": study}))
     out = tmp_path / "out"
-    script = 'ip link set lo up && exec "$0" -m tests.pacs.orthanc_round_trip "$1" "$2"'
+    script = 'ip link set lo up && exec "$0" -m tests.orthanc "$1" "$2"'
     res = subprocess.run(["unshare", "-rn", "sh", "-c", script, sys.executable, str(folder), str(out)], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]

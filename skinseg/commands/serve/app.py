@@ -310,8 +310,9 @@ def create_app(service: Service) -> Gate:
                         raise Refused(406, f"{name}: a DICOM Segmentation answers only a DICOM upload "
                                            "(Content-Type application/dicom); ask for JSON or image/png",
                                       reason="options")
-                    seg = await loop.run_in_executor(service.pool, result.dicom_seg, service.seg.model_path.name,
-                                                     service.seg.sha256)
+                    files = await loop.run_in_executor(service.pool, result.dicom_files, service.seg.model_path.name,
+                                                       service.seg.sha256, False)
+                    seg = files["seg"]
             except InputError as exc:
                 raise Refused(422, str(exc), reason="unreadable") from None
             except SkinsegError as exc:  # the model failed on this input: the service goes on

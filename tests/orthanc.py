@@ -1,10 +1,10 @@
-"""The PACS round trip, run inside its own network namespace (`unshare -rn`: only a loopback there, so
-Orthanc, which binds every address, listens on 127.0.0.1 only): a real Orthanc with its DICOMweb
-plugin and its own storage folder; a study of six images and one non-image instance stored in it;
-`skinseg infer --dicomweb ... --store` twice (the second with --resume); a PACS that does not answer.
-What happened goes to OUT/report.json for the test to check (tests/edge/test_dicomweb.py).
+"""A real Orthanc (with its DICOMweb plugin) for the DICOMweb tests, and what they do with it, run inside
+its own network namespace (`unshare -rn`: only a loopback there, so Orthanc, which binds every address,
+listens on 127.0.0.1 only), with its own storage folder: a study of six images and one non-image
+instance stored in it; `skinseg infer --dicomweb ... --store` twice (the second with --resume); a PACS
+that does not answer. What happened goes to OUT/report.json for tests/edge/test_dicomweb.py to check.
 
-    unshare -rn sh -c 'ip link set lo up && exec python -m tests.pacs.orthanc_round_trip STUDY_DIR OUT'
+    unshare -rn sh -c 'ip link set lo up && exec python -m tests.orthanc STUDY_DIR OUT'
 """
 
 from __future__ import annotations
