@@ -235,9 +235,7 @@ class BatchRun:
     def _run(self, jobs: list[Job], early_errors: list[tuple[str, str]] | None, progress: Any) -> RunSummary:
         t0 = time.perf_counter()
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        for sub in OUTPUT_FOLDERS:
-            for stale in (self.out / sub).glob(".*.part"):  # left by a killed run: never a finished output
-                stale.unlink(missing_ok=True)
+        self._sweep_parts()
         previous = {}
         if self.resume:
             self._check_resumable()
@@ -265,6 +263,7 @@ class BatchRun:
         except KeyboardInterrupt:
             summary.interrupted = True
             self._count_finished(todo, summary)
+        self._sweep_parts()  # a worker killed in this run (Ray restarts it) leaves its half-written file
         summary.seconds = time.perf_counter() - t0
         order = {shown(j.path): i for i, j in enumerate(jobs)}
         summary.rows.sort(key=lambda r: order.get(r["file"], -1))
@@ -272,6 +271,13 @@ class BatchRun:
         self.journal_path.unlink(missing_ok=True)
         self._write_run_json("interrupted" if summary.interrupted else "finished", started, summary, len(jobs))
         return summary
+
+    def _sweep_parts(self) -> None:
+        """Remove temporary `.part` files: left by a killed run or worker, never a finished output. Only
+        while no writer is at work (before the run, and after the executor has joined its writers)."""
+        for sub in OUTPUT_FOLDERS:
+            for stale in (self.out / sub).glob(".*.part"):
+                stale.unlink(missing_ok=True)
 
     def _count_finished(self, todo: list[Job], summary: RunSummary) -> None:
         """After Ctrl-C, images whose outputs are complete on disk but not yet in the rows (a worker

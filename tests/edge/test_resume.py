@@ -168,3 +168,22 @@ def test_resume_with_exact_decode_redoes_nothing_silently(tmp_path):
     assert runner.invoke(app, args).exit_code == 0
     res = runner.invoke(app, [*args, "--exact-decode", "--resume"], terminal_width=250)
     assert res.exit_code == 2 and "another reduced_decode" in res.output, res.output
+
+
+def test_a_worker_killed_mid_write_leaves_no_temporary_file(tmp_path, model):
+    """A Ray worker killed while writing a mask leaves `.<name>.XXXX.part`; Ray redoes the image on a new
+    worker, and the run must end with the finished file only (CI once found the stray file this way)."""
+    from skinseg.inference.segmenter import Segmenter
+    from skinseg.runner.batch import BatchRun
+    from skinseg.runner.jobs import plan_jobs
+    from skinseg.runner.local import LocalPipeline
+
+    class DiesMidWrite(LocalPipeline):
+        def process(self, run, todo, summary, progress):
+            (run.out / "masks" / ".a.png.k1ll3d.part").write_bytes(b"\x89PNG half")  # the dead worker's
+            super().process(run, todo, summary, progress)
+
+    src = _png(tmp_path / "a.png")
+    out = tmp_path / "o"
+    BatchRun(Segmenter(model, "cpu"), out, executor=DiesMidWrite()).run(plan_jobs([src]))
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png"]
