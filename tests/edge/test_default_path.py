@@ -2,7 +2,6 @@
 that can hold lesion, 16-bit labels, the reused probability buffer, fast PNGs and single-decode overlays."""
 
 import struct
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,10 +13,9 @@ from skinseg.cli import app
 from skinseg.inference.postprocess import PostProcess, mask_stats, postprocess
 from skinseg.shared import scale as scaling
 from skinseg.shared.images import encode, load_image
+from tests.realdata import FULLRES_IMAGES, TEST_IMAGES
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "isic"
-FULLRES = sorted((DATA / "fullres" / "images").glob("*.jpg"))
-SMALL = sorted((DATA / "isic256" / "test" / "images").glob("*.jpg"))[:6]
+SMALL = TEST_IMAGES[:6]
 
 
 def reference_postprocess(prob: np.ndarray, opts: PostProcess) -> np.ndarray:
@@ -102,7 +100,7 @@ def test_nothing_above_the_threshold_means_no_box():
                                      {"fill_holes": False}, {"scale": 512}, {"tta": True}])
 def test_real_images_through_the_engine_match_the_full_size_path(variant):
     seg = Segmenter("int8", "cpu", **variant)
-    for path in FULLRES + SMALL:
+    for path in FULLRES_IMAGES + SMALL:
         pred = seg.predict(path)
         assert np.array_equal(pred.mask, reference_postprocess(pred.probability, seg.post)), (path, variant)
         assert mask_stats(pred.mask, pred.box, pred.components) == reference_stats(pred.mask)
@@ -111,9 +109,9 @@ def test_real_images_through_the_engine_match_the_full_size_path(variant):
 
 def test_predictions_do_not_share_the_reused_buffer():
     seg = Segmenter("int8", "cpu")
-    a = seg.predict(FULLRES[0])
+    a = seg.predict(FULLRES_IMAGES[0])
     first = a.mask.copy()
-    seg.predict(FULLRES[1])  # same thread: the buffer is refilled
+    seg.predict(FULLRES_IMAGES[1])  # same thread: the buffer is refilled
     assert np.array_equal(a.mask, first)
     assert np.array_equal(a.probability, scaling.probability_to_full(a.working_probability, a.mask.shape))
 
@@ -130,7 +128,7 @@ def test_mask_png_is_standard_8_bit_grey_with_the_same_pixels():
 def test_default_overlay_decodes_once_and_a_size_asked_for_decodes_reduced(monkeypatch, tmp_path):
     from skinseg.runner import encodings as infer
 
-    path = FULLRES[0]
+    path = FULLRES_IMAGES[0]
     loaded = load_image(path, 256)
     assert loaded.reduce > 1
     mask = np.zeros((loaded.height, loaded.width), bool)
@@ -152,8 +150,8 @@ def test_default_overlay_decodes_once_and_a_size_asked_for_decodes_reduced(monke
 
 
 def test_bench_stages_prints_where_the_time_goes():
-    res = CliRunner().invoke(app, ["bench", "--stages", "--image", str(FULLRES[0]), "--repeat", "1", "--threads", "1",
-                                   "--model", "int8"], env={"COLUMNS": "200"})
+    res = CliRunner().invoke(app, ["bench", "--stages", "--image", str(FULLRES_IMAGES[0]), "--repeat", "1",
+                                   "--threads", "1", "--model", "int8"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     from skinseg.commands.bench import STAGES
 

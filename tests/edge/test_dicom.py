@@ -21,11 +21,11 @@ from skinseg.cli import app
 from skinseg.shared.images import binarize, load_image, read_mask
 from tests.cli_helpers import csv_rows
 from tests.dicom_factory import HOSTILE, SYNTAXES, hostile, in_syntax, photo, write
-from tests.realdata import ISIC256
+from tests.realdata import ISIC256, TEST_IMAGES
 from tests.serving import Server
 
 runner = CliRunner()
-SOURCES = sorted((ISIC256 / "test" / "images").glob("*.jpg"))[:6]
+SOURCES = TEST_IMAGES[:6]
 
 
 def _rgb(path) -> np.ndarray:

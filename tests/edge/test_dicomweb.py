@@ -15,9 +15,9 @@ from pydicom.uid import generate_uid
 from skinseg.shared.errors import SkinsegError
 from tests.cli_helpers import ROOT, csv_rows
 from tests.dicom_factory import hostile, in_syntax, photo, write
-from tests.realdata import ISIC256
+from tests.realdata import TEST_IMAGES
 
-SOURCES = sorted((ISIC256 / "test" / "images").glob("*.jpg"))[:6]
+SOURCES = TEST_IMAGES[:6]
 
 
 def test_infer_dicomweb_against_orthanc_fetches_segments_and_stores_a_seg_per_image(tmp_path):

@@ -25,7 +25,7 @@ from tests.cli_helpers import (
     small_png,
 )
 from tests.onnx_factory import expected_probability, stripes
-from tests.realdata import FULLRES
+from tests.realdata import FULLRES, FULLRES_IMAGES
 
 
 def test_outputs_contract(tmp_path, model, images):
@@ -102,7 +102,7 @@ def test_duplicate_stems_get_distinct_outputs(tmp_path, model):
 
 
 def test_real_fullres_images_keep_their_size(tmp_path, model):
-    picks = sorted((FULLRES / "images").glob("*.jpg"))[:2]
+    picks = FULLRES_IMAGES[:2]
     assert picks, f"real data missing at {FULLRES}"
     d = tmp_path / "real"
     d.mkdir()

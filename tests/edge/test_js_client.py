@@ -19,7 +19,7 @@ from skinseg.inference.review import DEFAULT_REVIEW_THRESHOLD
 from skinseg.shared.images import binarize, read_mask
 from skinseg.shared.metadata import ModelMetadata
 from tests.cli_helpers import csv_rows
-from tests.realdata import FULLRES, ISIC256
+from tests.realdata import FULLRES_IMAGES, TEST_IMAGES
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "js"
 
@@ -61,7 +61,7 @@ def test_node_client_matches_skinseg_infer(tmp_path, precision):
     node = shutil.which("node")
     assert node and (CLIENT / "node_modules" / "onnxruntime-node").is_dir(), \
         "Node.js and the client's packages are needed: bash scripts/test.sh installs them"
-    images = sorted((FULLRES / "images").glob("*.jpg")) + sorted((ISIC256 / "test" / "images").glob("*.jpg"))[:6]
+    images = FULLRES_IMAGES + TEST_IMAGES[:6]
     model = Path(__file__).resolve().parents[2] / "skinseg" / "models" / f"skinseg-{precision.split('-')[0]}.onnx"
     if precision.endswith("tta"):
         model = with_tta(model, tmp_path / "tta.onnx")

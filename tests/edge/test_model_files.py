@@ -16,8 +16,7 @@ from skinseg.shared.images import encode
 from skinseg.shared.metadata import FORMAT_VERSION, ModelMetadata
 from tests.cli_helpers import ROOT, fake_run, runner
 from tests.onnx_factory import stripes
-
-FULLRES = sorted((ROOT / "tests" / "data" / "isic" / "fullres" / "images").glob("*.jpg"))
+from tests.realdata import FULLRES_IMAGES
 
 
 @pytest.mark.parametrize("path", [FP32, INT8], ids=["fp32", "int8"])
@@ -38,8 +37,8 @@ def test_the_engine_follows_the_model_unless_told():
     assert Segmenter(INT8, "cpu").tta is True
     assert Segmenter(INT8, "cpu", tta=False).tta is False
     assert "--no-tta" in runner.invoke(app, ["infer", "--help"], env={"COLUMNS": "200"}).output
-    with_tta = Segmenter(INT8, "cpu").predict(FULLRES[0]).probability
-    without = Segmenter(INT8, "cpu", tta=False).predict(FULLRES[0]).probability
+    with_tta = Segmenter(INT8, "cpu").predict(FULLRES_IMAGES[0]).probability
+    without = Segmenter(INT8, "cpu", tta=False).predict(FULLRES_IMAGES[0]).probability
     assert not np.array_equal(with_tta, without)
 
 
@@ -76,7 +75,7 @@ def test_ort_format_files_load_with_fixed_shapes_metadata_and_the_same_masks(con
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["skinseg.format"] == FORMAT_VERSION and meta["skinseg.tta"] == "true"
     source = FP32 if name == "fp32" else INT8
-    for image in FULLRES[:2]:
+    for image in FULLRES_IMAGES[:2]:
         a, b = Segmenter(source, "cpu").predict(image), Segmenter(path, "cpu").predict(image)
         agreement = (a.mask & b.mask).sum() / max(1, (a.mask | b.mask).sum())
         assert agreement > (0.9999 if name == "fp32" else 0.99)

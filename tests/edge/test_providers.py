@@ -13,12 +13,12 @@ from skinseg.inference.segmenter import Segmenter
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.metrics import scores
 from skinseg.shared.system import has_bf16
-from tests.realdata import FULLRES, ISIC256
+from tests.realdata import FULLRES_IMAGES, TEST_IMAGES
 
 OPENVINO = "OpenVINOExecutionProvider" in ort.get_available_providers()
 needs_openvino = pytest.mark.skipif(not OPENVINO, reason="the openvino extra is not installed here (scripts/test.sh "
                                     "runs these tests in .venv-ov)")
-IMAGES = sorted((ISIC256 / "test" / "images").glob("*.jpg"))[:8] + sorted((FULLRES / "images").glob("*.jpg"))[:2]
+IMAGES = TEST_IMAGES[:8] + FULLRES_IMAGES[:2]
 
 
 @pytest.fixture(autouse=True)

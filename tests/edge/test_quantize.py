@@ -20,7 +20,7 @@ from skinseg.inference.segmenter import Segmenter
 from skinseg.shared.images import load_image
 from tests.cli_helpers import TEST256, invoke, runner
 from tests.onnx_factory import make_model
-from tests.realdata import ISIC256
+from tests.realdata import ISIC256, TEST_IMAGES
 
 CALIB = ISIC256 / "train" / "images"
 
@@ -62,7 +62,7 @@ def test_cpu_target_loads_and_agrees_in_opencv_dnn(quantized):
 
     from skinseg.shared.scale import to_working
 
-    img = load_image(sorted((ISIC256 / "test" / "images").glob("*.jpg"))[0])
+    img = load_image(TEST_IMAGES[0])
     tile = to_working(img.rgb, (img.height, img.width), 256)[None]
     net = cv2.dnn.readNetFromONNX(str(quantized / "cpu.onnx"))
     net.setInput(tile)

@@ -19,12 +19,11 @@ import pytest
 
 from skinseg.shared.images import encode
 from skinseg.shared.synthetic import png_header
-from tests.realdata import ISIC256
+from tests.realdata import FULLRES_IMAGES, ISIC256, TEST_IMAGES
 from tests.serving import Server
 
 ROOT = Path(__file__).resolve().parents[2]
-FULLRES = sorted((ROOT / "tests" / "data" / "isic" / "fullres" / "images").glob("*.jpg"))
-SMALL = sorted((ROOT / "tests" / "data" / "isic" / "isic256" / "test" / "images").glob("*.jpg"))[:4]
+SMALL = TEST_IMAGES[:4]
 KEY = "test-key-0123456789abcdef"
 
 
@@ -39,7 +38,7 @@ def server():
 def infer_run(tmp_path_factory):
     """What `skinseg infer` writes for the fixture images, with the same model and options."""
     out = tmp_path_factory.mktemp("infer") / "out"
-    subprocess.run([sys.executable, "-m", "skinseg", "infer", *map(str, FULLRES + SMALL), "--model", "int8",
+    subprocess.run([sys.executable, "-m", "skinseg", "infer", *map(str, FULLRES_IMAGES + SMALL), "--model", "int8",
                     "-o", str(out), "-q", "--threads", "1"], check=True, cwd=ROOT)
     with open(out / "results.csv", newline="") as fh:
         rows = {Path(r["file"]).name: r for r in csv.DictReader(fh)}
@@ -53,7 +52,7 @@ def post(url: str, path: Path, query: str = "", **kw) -> httpx.Response:
 
 def test_masks_and_figures_equal_infer(server, infer_run):
     out, rows = infer_run
-    for path in FULLRES + SMALL:
+    for path in FULLRES_IMAGES + SMALL:
         row = rows[path.name]
         r = post(server.url, path)
         assert r.status_code == 200, r.text
@@ -75,7 +74,7 @@ def test_masks_and_figures_equal_infer(server, infer_run):
 def test_rle_polygon_and_overlay_describe_the_same_mask(server):
     from pycocotools import mask as coco
 
-    path = FULLRES[0]
+    path = FULLRES_IMAGES[0]
     mask = cv2.imdecode(np.frombuffer(base64.b64decode(post(server.url, path).json()["mask"]), np.uint8),
                         cv2.IMREAD_UNCHANGED) > 0
     rle = post(server.url, path, "?mask=rle").json()["mask"]
@@ -100,9 +99,9 @@ def test_every_error_is_one_json_line_with_its_status(server, tmp_path):
          "Content-Type text/plain"),
         (httpx.post(f"{server.url}/v1/segment", content=b"not an image at all",
                     headers={"Content-Type": "image/jpeg"}), 415, "not a readable image"),
-        (httpx.post(f"{server.url}/v1/segment", files={"image": ("cut.jpg", FULLRES[0].read_bytes()[:3000])}), 422,
-         "cut.jpg: not a readable image"),
-        (httpx.post(f"{server.url}/v1/segment?mask=svg", content=FULLRES[0].read_bytes()), 400, "mask=svg"),
+        (httpx.post(f"{server.url}/v1/segment", files={"image": ("cut.jpg", FULLRES_IMAGES[0].read_bytes()[:3000])}),
+         422, "cut.jpg: not a readable image"),
+        (httpx.post(f"{server.url}/v1/segment?mask=svg", content=FULLRES_IMAGES[0].read_bytes()), 400, "mask=svg"),
         (httpx.get(f"{server.url}/nowhere"), 404, "no such page"),
         (httpx.get(f"{server.url}/v1/segment"), 405, "GET is not allowed"),
     ]
@@ -113,27 +112,27 @@ def test_every_error_is_one_json_line_with_its_status(server, tmp_path):
         body = r.json()
         assert list(body) == ["error"] and words in body["error"] and "\n" not in body["error"]
         assert "Traceback" not in r.text
-    assert post(server.url, FULLRES[0]).status_code == 200  # bad requests cost nothing
+    assert post(server.url, FULLRES_IMAGES[0]).status_code == 200  # bad requests cost nothing
 
 
 def test_confidence_and_review_in_json_and_headers(server):
-    answer = post(server.url, FULLRES[0]).json()
+    answer = post(server.url, FULLRES_IMAGES[0]).json()
     assert 0 <= answer["confidence"] <= 1 and answer["review"] is (answer["confidence"] < 0.65)
-    png = post(server.url, FULLRES[0], "?format=png")
+    png = post(server.url, FULLRES_IMAGES[0], "?format=png")
     assert float(png.headers["x-skinseg-confidence"]) == answer["confidence"]
     assert png.headers["x-skinseg-review"] == ("yes" if answer["review"] else "no")
 
 
 def test_measurements_in_json_and_headers_with_and_without_a_scale(server):
-    plain = post(server.url, FULLRES[0]).json()
+    plain = post(server.url, FULLRES_IMAGES[0]).json()
     assert plain["diameter_px"] > 0 and plain["diameter_mm"] is None and plain["area_mm2"] is None
-    scaled = post(server.url, FULLRES[0], "?pixel_spacing=0.01").json()
+    scaled = post(server.url, FULLRES_IMAGES[0], "?pixel_spacing=0.01").json()
     assert scaled["pixel_spacing_mm"] == 0.01 and scaled["diameter_mm"] == pytest.approx(plain["diameter_px"] * 0.01,
                                                                                            abs=1e-3)
     assert scaled["area_mm2"] == pytest.approx(plain["lesion_area_px"] * 1e-4, rel=1e-3)
-    png = post(server.url, FULLRES[0], "?pixel_spacing=0.01&format=png")
+    png = post(server.url, FULLRES_IMAGES[0], "?pixel_spacing=0.01&format=png")
     assert float(png.headers["x-skinseg-diameter-mm"]) == pytest.approx(scaled["diameter_mm"])
-    bad = post(server.url, FULLRES[0], "?pixel_spacing=-1")
+    bad = post(server.url, FULLRES_IMAGES[0], "?pixel_spacing=-1")
     assert bad.status_code == 400 and "millimetres per pixel" in bad.json()["error"]
 
 
@@ -149,12 +148,12 @@ def test_model_health_and_metrics(server):
 
 
 def test_32_concurrent_clients_all_answered_once(server):
-    paths = (FULLRES + SMALL) * 4
+    paths = (FULLRES_IMAGES + SMALL) * 4
     with ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(lambda p: post(server.url, p), paths))
     assert [a.status_code for a in answers] == [200] * len(paths)
     assert len({a.headers["x-request-id"] for a in answers}) == len(paths)
-    expected = {p.name: post(server.url, p).json()["lesion_area_px"] for p in FULLRES + SMALL}
+    expected = {p.name: post(server.url, p).json()["lesion_area_px"] for p in FULLRES_IMAGES + SMALL}
     assert all(a.json()["lesion_area_px"] == expected[p.name] for a, p in zip(answers, paths, strict=True))
 
 
@@ -174,7 +173,7 @@ def test_key_limits_and_overload(big_jpeg, tmp_path):
     s = Server("--model", "int8", "--workers", "1", "--queue", "0", "--max-upload-mb", "8", "--save", str(saved),
                env={"SKINSEG_API_KEY": KEY, "TMPDIR": str(tmp_path)})
     try:
-        image = FULLRES[0]
+        image = FULLRES_IMAGES[0]
         assert post(s.url, image).status_code == 401
         wrong = post(s.url, image, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
@@ -260,7 +259,7 @@ def test_the_page_segments_an_image_in_a_real_browser(server, tmp_path):
 
     chromium = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
     assert chromium, "Debian's chromium is needed: bash scripts/test.sh installs it (apt-get install chromium)"
-    path, flagged = FULLRES[1], ISIC256 / "test" / "images" / "ISIC_0000127.jpg"
+    path, flagged = FULLRES_IMAGES[1], ISIC256 / "test" / "images" / "ISIC_0000127.jpg"
     expected = post(server.url, path).json()["lesion_area_px"]
     assert post(server.url, flagged).json()["review"] is True  # the int8 model is unsure about this one
     skin = np.full((300, 400, 3), (230, 200, 190), np.uint8)  # plain skin colour (RGB), no lesion

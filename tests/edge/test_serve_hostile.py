@@ -20,9 +20,10 @@ import pytest
 
 from skinseg.shared.images import encode, read_image
 from skinseg.shared.synthetic import zero_png
+from tests.realdata import TEST_IMAGES
 from tests.serving import ROOT, Server
 
-SMALL = sorted((ROOT / "tests" / "data" / "isic" / "isic256" / "test" / "images").glob("*.jpg"))
+SMALL = TEST_IMAGES
 KEY = "hostile-key-0123456789abcdef"
 
 

@@ -11,7 +11,7 @@ from skinseg.shared.images import load_image
 from skinseg.training.data import load_pair
 from skinseg.training.export import Exporter, Source, validation_pairs
 from tests.onnx_factory import make_model
-from tests.realdata import FULLRES, ISIC256
+from tests.realdata import FULLRES, FULLRES_IMAGES, ISIC256
 
 
 def test_training_pixels_are_the_pixels_the_engine_feeds(tmp_path):
@@ -20,7 +20,7 @@ def test_training_pixels_are_the_pixels_the_engine_feeds(tmp_path):
     cfg_path.write_text('[model]\nworking_scale = 256\n[dataset]\nresize_interpolation = "cv2.INTER_CUBIC"\n')
     cfg = load_config(cfg_path)
     assert cfg.resize["image_down"] == "cubic"
-    image = sorted((FULLRES / "images").glob("*.jpg"))[0]
+    image = FULLRES_IMAGES[0]
     mask = FULLRES / "masks" / f"{image.stem}_segmentation.png"
     rgb, m = load_pair(image, mask, cfg.model.working_scale, cfg.resize)
     model = make_model(tmp_path / "m.onnx", metadata={"skinseg.format": "2", "skinseg.scale": "256",
