@@ -27,6 +27,23 @@ def lesion_rgb(h: int, w: int) -> np.ndarray:
     return img
 
 
+def lesion_mask(name: str) -> np.ndarray:
+    """The lesion the test model (probability = 1 - red / 255) must find in the corpus's readable file
+    `name`, from how it was written: the red-30 square of `lesion_rgb` where the red channel survives;
+    none in grey (luma 163 of red 30, green and blue 220: probability 0.36) or in a one-pixel crop of
+    the background. EXIF orientation 6 shows the image turned a quarter clockwise."""
+    if name.startswith("thin"):
+        return lesion_rgb(10, 100_000)[..., 0] < 128
+    square = lesion_rgb(60, 80)[..., 0] < 128
+    if name == "exif-rotated.jpg":
+        return np.rot90(square, k=-1)
+    if name == "grey.png":
+        return np.zeros_like(square)
+    if name == "one-pixel.png":
+        return np.zeros((1, 1), bool)
+    return square
+
+
 def build(folder: Path) -> dict[str, str]:
     """Write the corpus; returns {file name: 'ok' | 'error'} = what infer must report for each."""
     folder.mkdir(parents=True, exist_ok=True)
