@@ -107,13 +107,21 @@ def quantize_file(fp32: Path, out: Path, adapter: ModelAdapter, tiles: np.ndarra
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        prepared = onnx.load(str(pre))
+        for i, node in enumerate(prepared.graph.node):  # exclusions go by name: an unnamed node (common
+            node.name = node.name or f"skinseg_node_{i}"  # in models from elsewhere) would match all of them
+        onnx.save(prepared, str(pre))
         q = Path(tmp) / "q.onnx"
         quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=fp32_islands(onnx.load(str(pre))),
+                        nodes_to_exclude=fp32_islands(prepared),
                         extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True,
                                        "QuantizeBias": not trt})  # TensorRT takes FP32 biases, no int32 DQ
         model = onnx.load(str(q))
+    if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        raise SkinsegError(f"{fp32}: nothing in this model can be quantized (the input through the first "
+                           "convolution and the head from the last one stay FP32, and it has no convolution "
+                           "between them); use the FP32 model as it is")
     source = onnx.load(str(fp32), load_external_data=False)
     props = {p.key: p.value for p in source.metadata_props}
     if props.get("skinseg.format"):

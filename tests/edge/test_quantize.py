@@ -80,28 +80,50 @@ def test_gate_refuses_and_force_keeps(tmp_path):
     assert (tmp_path / "q.onnx").is_file() and not list(tmp_path.glob(".*"))
 
 
-def test_plain_model_from_elsewhere_with_tile_and_scale(tmp_path):
-    """A float NCHW model with no metadata: quantized with infer's --tile/--scale, still runs in the engine."""
+def _plain_model(path, middle: bool = True):
+    """A float NCHW model with no metadata and unnamed nodes, as models from elsewhere come: convolutions
+    (the middle one optional), ReLU, sigmoid."""
     import onnx.helper as h
     from onnx import TensorProto, numpy_helper
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(0, 0.1, (4, 3, 3, 3)).astype(np.float32), "w")
+    w1 = numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.normal(0, 0.1, (1, 4, 1, 1)).astype(np.float32), "w2")
-    g = h.make_graph([h.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1]),
-                      h.make_node("Relu", ["c"], ["r"]),
-                      h.make_node("Conv", ["r", "w2"], ["c2"]),
-                      h.make_node("Sigmoid", ["c2"], ["mask"])], "plain",
-                     [h.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-                     [h.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, "H", "W"])], [w, w2])
+    nodes = [h.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c"], ["r"])]
+    if middle:
+        nodes += [h.make_node("Conv", ["r", "w1"], ["c1"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c1"], ["r1"])]
+    nodes += [h.make_node("Conv", ["r1" if middle else "r", "w2"], ["c2"]), h.make_node("Sigmoid", ["c2"], ["mask"])]
+    g = h.make_graph(nodes, "plain", [h.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                     [h.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+                     [w, w1, w2] if middle else [w, w2])
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
     m.ir_version = 8
-    onnx.save(m, str(tmp_path / "plain.onnx"))
+    onnx.save(m, str(path))
+    return path
+
+
+def test_plain_model_from_elsewhere_with_tile_and_scale(tmp_path):
+    """Quantized with infer's --tile/--scale: its middle convolution in INT8 (unnamed nodes once matched the
+    exclusions of the first and last and left the whole file FP32), computing what the float model does."""
+    _plain_model(tmp_path / "plain.onnx")
     res = runner.invoke(app, ["quantize", str(tmp_path / "plain.onnx"), "--calibration", str(CALIB), "--tile", "64",
                               "--scale", "128", "--tiles", "8", "--force"], terminal_width=250)
     assert res.exit_code == 0, res.output
-    seg = Segmenter(tmp_path / "plain-int8.onnx", "cpu", tile=(64, 64), scale=128)
-    assert seg.predict(sorted(CALIB.glob("*.jpg"))[0]).mask.shape == (192, 256)
+    image = sorted(CALIB.glob("*.jpg"))[0]
+    int8, fp32 = (Segmenter(tmp_path / name, "cpu", tile=(64, 64), scale=128).predict(image).probability
+                  for name in ("plain-int8.onnx", "plain.onnx"))
+    nodes = {n.op_type for n in onnx.load(str(tmp_path / "plain-int8.onnx")).graph.node}
+    assert "QuantizeLinear" in nodes and int8.shape == fp32.shape == (192, 256)
+    assert np.abs(int8 - fp32).max() < 0.02  # INT8 computes what the float model computes, at the same place
+
+
+def test_a_model_with_nothing_to_quantize_is_refused_not_copied_as_int8(tmp_path):
+    _plain_model(tmp_path / "plain.onnx", middle=False)  # first and last convolution only: both stay FP32
+    res = runner.invoke(app, ["quantize", str(tmp_path / "plain.onnx"), "--calibration", str(CALIB), "--tile", "64",
+                              "--scale", "128", "--tiles", "8", "--force"], terminal_width=250)
+    assert res.exit_code == 2 and "nothing in this model can be quantized" in res.output, res.output
+    assert not (tmp_path / "plain-int8.onnx").exists()
 
 
 def test_quantize_errors_are_one_line(tmp_path):
