@@ -7,8 +7,8 @@
 #     all installed here where missing), then builds the documentation site (mkdocs.yml) strictly;
 #  2. an OpenVINO venv (.venv-ov: skinseg[openvino,test]; onnxruntime-openvino ships the onnxruntime
 #     module, so it cannot share a venv with [cpu]) runs the provider tests on the OpenVINO EP;
-#  3. the full venv (.venv: skinseg[cpu,train,jax,test]) runs the training-side tests (TensorFlow, and JAX as
-#     Keras' other backend).
+#  3. the full venv (.venv: skinseg[cpu,train,jax,test] and PyTorch's CPU build) runs the training-side tests
+#     (TensorFlow, and JAX and PyTorch as Keras' other backends).
 # The reference Node.js client (clients/js) is tested against `skinseg infer` in step 1: Node.js comes
 # from Debian where missing, its packages from npm (onnxruntime-node's CPU build ships in the package;
 # ONNXRUNTIME_NODE_INSTALL=skip stops its post-install step fetching CUDA binaries).
@@ -63,4 +63,7 @@ setup .venv-ov openvino,test
 
 echo "== training environment =="
 setup .venv cpu,train,jax,test
+# PyTorch for the backend test: 2.13.0's CPU build (190 MB), which these machines keep in pip's local wheel
+# folder; elsewhere pip fetches PyPI's 2.13.0 (a CUDA build, several GB) and the test runs the same.
+.venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pytest tests/train -q -p no:cacheprovider

@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -145,11 +146,32 @@ def convert_torch(model: Any, tile: tuple[int, int], opset: int) -> Any:
     wrapper = keras.Model(image, model(keras.ops.cast(image, "float32")), name="skinseg")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        wrapper.export(str(path), format="onnx", verbose=False, opset_version=opset,
-                       input_signature=[keras.InputSpec(shape=(None, th, tw, 3), dtype="uint8")])
+        with warnings.catch_warnings():  # the tracer's notes on shapes it fixes: the tile is fixed, the
+            warnings.simplefilter("ignore")  # batch stays dynamic (export's parity check runs batches)
+            wrapper.export(str(path), format="onnx", verbose=False, opset_version=opset,
+                           input_signature=[keras.InputSpec(shape=(None, th, tw, 3), dtype="uint8")])
         onnx_model = onnx.load(str(path))
+    _name_as_contract(onnx_model.graph, th, tw)
     onnx_model.ir_version = min(onnx_model.ir_version, min_ir_version(max(opset, _opset(onnx_model))))
     return onnx_model
+
+
+def _name_as_contract(graph: Any, th: int, tw: int) -> None:
+    """torch.onnx names the graph's ends `input_0` and after its last node: the contract (and clients
+    that feed by name) want `image` [N, H, W, 3] and `probability` [N, H, W, 1], as tf2onnx writes them."""
+    renames = {graph.input[0].name: "image", graph.output[0].name: "probability"}
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    for info in graph.value_info:
+        info.name = renames.get(info.name, info.name)
+    for end, dims in ((graph.input[0], ("N", th, tw, 3)), (graph.output[0], ("N", th, tw, 1))):
+        end.name = renames[end.name]
+        for dim, value in zip(end.type.tensor_type.shape.dim, dims, strict=True):
+            if isinstance(value, int):
+                dim.dim_value = value
+            else:
+                dim.dim_param = value
 
 
 def _opset(model: Any) -> int:

@@ -451,7 +451,9 @@ class Trainer:
         from skinseg.training.model import model_from_config
 
         cfg, run = self.cfg, self.run_folder
-        jit = cfg.train.jit_compile or not self.on_tf  # un-jitted JAX runs op by op
+        # un-jitted JAX runs op by op; PyTorch runs eagerly unless asked (torch.compile took 400 s on a
+        # tiny model's first CPU epoch, then recompiled per layer type)
+        jit = cfg.train.jit_compile or self.devices["backend"] == "jax"
         metrics = [Overlap("dice"), Overlap("jaccard"), keras.metrics.BinaryAccuracy(name="binary_accuracy")]
         strategy = self.devices["_strategy"]
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
