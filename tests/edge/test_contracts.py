@@ -6,6 +6,7 @@ with nothing in the model to say which.
 """
 
 import json
+import re
 import shutil
 
 import cv2
@@ -19,7 +20,7 @@ from skinseg.shared.dataset import locate_split, split_pairs
 from skinseg.shared.errors import SkinsegError
 from skinseg.shared.images import LoadedImage, encode
 from skinseg.shared.metadata import FORMAT_VERSION, MetadataError, ModelMetadata
-from tests.cli_helpers import SAMPLE, invoke, runner
+from tests.cli_helpers import ROOT, SAMPLE, invoke, runner
 from tests.onnx_factory import make_model, stripes
 from tests.realdata import ISIC256
 
@@ -138,3 +139,35 @@ def test_an_unsupported_opset_says_opset(tmp_path):
     onnx.save(m, str(tmp_path / "op99.onnx"))
     res = invoke("infer", str(SAMPLE), "--model", str(tmp_path / "op99.onnx"), "-q", "-o", str(tmp_path / "o"))
     assert res.exit_code == 2 and "cannot load opset 99" in res.output and "std::" not in res.output
+
+
+def _contract_table() -> dict[str, tuple[str, str]]:
+    """docs/model-contract.md section 1, the reference clients read: {key: (example, default when absent)}."""
+    text = (ROOT / "docs" / "model-contract.md").read_text()
+    section = text[text.index("## 1. Reading the metadata"):text.index("\n## 2")]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            for key, example in zip(re.findall(r"`(\w+)`", cells[0]), re.findall(r"`([^`]+)`", cells[1]), strict=True):
+                rows[key] = (example, cells[3].strip("`"))
+    return rows
+
+
+def test_metadata_written_and_defaults_used_are_what_the_contract_documents(tmp_path):
+    """Held to the documentation clients are written from, not to the metadata module's own dicts."""
+    table = _contract_table()
+    assert {"format", "layout", "scale", "resize", "tiling", "postprocess", "tta", "review_threshold"} <= set(table)
+    written = {k.removeprefix("skinseg."): v for k, v in ModelMetadata().to_props().items()}
+    assert set(written) <= set(table)  # export writes no key the contract does not define
+    for key in ("layout", "input_dtype", "input_range", "channel_order", "output", "threshold", "scale", "tta"):
+        assert written[key] == table[key][1], key
+    for key in ("resize", "tiling", "postprocess"):  # "as shown": the example is the default
+        assert table[key][1] == "as shown" and json.loads(written[key]) == json.loads(table[key][0]), key
+    bare = Segmenter(make_model(tmp_path / "m.onnx", dtype="uint8", metadata={"skinseg.format": "4"}), "cpu")
+    used = bare.effective()  # a format-4 file saying nothing else runs with the documented defaults
+    post = json.loads(table["postprocess"][0])
+    assert (used["threshold"], used["tta"], used["review_threshold"]) == (
+        float(table["threshold"][1]), table["tta"][1] == "true", float(table["review_threshold"][1]))
+    assert {k: used[k] for k in post} == post and used["overlap"] == json.loads(table["tiling"][0])["overlap"]
+    assert used["scale"] is None and table["scale"][1] == "native"
