@@ -79,35 +79,48 @@ def test_engine_reads_metadata_without_tensorflow(exported, tmp_path):
     assert res.returncode == 0, res.stderr
 
 
+def _jaccard(p: np.ndarray, t: np.ndarray) -> float:
+    return float((p & t).sum() / (p | t).sum()) if (p | t).any() else 1.0
+
+
 def test_reported_agreement_is_right(exported):
-    from skinseg.shared.images import binarize, read_mask
-    from skinseg.shared.metrics import mean_jaccard
-    from skinseg.training.export import engine_masks, find_source, validation_pairs
+    """Export's figures re-measured by hand: the validation pairs listed from the folders, each file run
+    through the public engine, Jaccard written out here; none of export's own helpers."""
+    import cv2
 
     run, _, rows = exported
-    pairs = validation_pairs(find_source(run), None)
-    truths = [binarize(read_mask(m)) for _, m in pairs]
-    m32, conf = engine_masks(rows[0]["file"], [p for p, _ in pairs])
+    valid = run.parent.parent / "data" / "valid"
+    images = sorted((valid / "images").glob("*.jpg"))
+    truths = [cv2.imread(str(valid / "masks" / f"{p.stem}_segmentation.png"), cv2.IMREAD_GRAYSCALE) >= 128
+              for p in images]
+    assert len(images) == 48 and all(t.any() for t in truths)
+
+    def predicted(file, tta=None):
+        seg = Segmenter(file, "cpu", tta=tta)
+        return [seg.predict(p) for p in images]
+
+    def mean_jaccard(masks, refs):
+        return float(np.mean([_jaccard(m, t) for m, t in zip(masks, refs, strict=True)]))
+
+    preds = {r["precision"]: predicted(r["file"]) for r in rows}
+    m32 = [p.mask for p in preds["fp32"]]
     assert mean_jaccard(m32, truths) == pytest.approx(rows[0]["val_jaccard"])
-    # the TTA decision re-measured here, by hand: both settings' Jaccard, not the figures export stored
+    # the TTA decision re-measured: both settings' Jaccard, not the figures export stored
     props = {p.key: p.value for p in onnx.load(str(rows[0]["file"])).metadata_props}
     stored = json.loads(props["skinseg.metrics"])["tta"]
     for tta, key in ((True, "val_jaccard_with"), (False, "val_jaccard_without")):
-        seg = Segmenter(rows[0]["file"], "cpu", tta=tta)
-        mine = float(np.mean([
-            (lambda p, t: (p & t).sum() / (p | t).sum() if (p | t).any() else 1.0)(seg.predict(img).mask, t)
-            for (img, _), t in zip(pairs, truths, strict=True)]))
+        mine = mean_jaccard([p.mask for p in predicted(rows[0]["file"], tta)], truths)
         assert mine == pytest.approx(stored[key], abs=1e-9), key
     assert stored["on"] == ((stored["val_jaccard_with"] - stored["val_jaccard_without"]) * 100 >= 0.3)
     # the review threshold each file records: at most 15 % of the validation images below it, the least
     # confident first (one more image would break the share)
     for r in rows:
-        _, conf = engine_masks(r["file"], [p for p, _ in pairs])
+        conf = [p.confidence for p in preds[r["precision"]]]
         recorded = Segmenter(r["file"], "cpu").spec.metadata.review_threshold
         assert recorded is not None and sum(c < recorded for c in conf) <= int(0.15 * len(conf)), r["precision"]
         assert sum(c <= recorded for c in conf) > int(0.15 * len(conf))
     for r in rows[1:]:
-        masks, _ = engine_masks(r["file"], [p for p, _ in pairs])
+        masks = [p.mask for p in preds[r["precision"]]]
         assert mean_jaccard(masks, truths) == pytest.approx(r["val_jaccard"])
         assert mean_jaccard(masks, m32) == pytest.approx(r["agreement_vs_fp32"]) and r["agreement_vs_fp32"] > 0.8
     assert rows[2]["drop_points"] == pytest.approx((rows[0]["val_jaccard"] - rows[2]["val_jaccard"]) * 100)
