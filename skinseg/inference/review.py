@@ -51,7 +51,7 @@ def choose_threshold(confidences: list[float] | np.ndarray, max_flagged: float =
         return DEFAULT_REVIEW_THRESHOLD
     k = int(np.floor(max_flagged * len(c) + 1e-9))  # images that may be flagged
     if k >= len(c):
-        return 1.0 if c[-1] < 1.0 else float(c[-1])
+        return 1.0  # all may be flagged: every confidence below 1 is (the metadata's upper bound)
     return float(c[k])  # flags exactly those below the (k+1)-th smallest: at most k (fewer on ties)
 
 

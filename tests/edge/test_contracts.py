@@ -171,3 +171,26 @@ def test_metadata_written_and_defaults_used_are_what_the_contract_documents(tmp_
         float(table["threshold"][1]), table["tta"][1] == "true", float(table["review_threshold"][1]))
     assert {k: used[k] for k in post} == post and used["overlap"] == json.loads(table["tiling"][0])["overlap"]
     assert used["scale"] is None and table["scale"][1] == "native"
+
+
+def test_the_working_scale_bounds_are_inclusive_and_a_refusal_says_what_to_give():
+    assert scaling.check_scale(None) is None
+    assert scaling.check_scale(32) == 32 and scaling.check_scale(16384) == 16384
+    for bad in (31, 16385, 256.0, "256", True):
+        with pytest.raises(SkinsegError, match=r"working scale .+: expected a long side between 32 and 16384 px, "
+                                               r"or native$"):
+            scaling.check_scale(bad)
+
+
+def test_probability_back_to_full_size_as_opencv_resizes_it():
+    """Height and width kept apart (a 30x50 map to 300x200), the model's method, and the caller's buffer."""
+    prob = np.random.default_rng(0).random((30, 50)).astype(np.float32)
+    want = cv2.resize(prob, (200, 300), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(scaling.probability_to_full(prob, (300, 200)), want)
+    nearest = cv2.resize(prob, (200, 300), interpolation=cv2.INTER_NEAREST)
+    assert np.array_equal(scaling.probability_to_full(prob, (300, 200), {"probability": "nearest"}), nearest)
+    buf = np.zeros((300, 200), np.float32)
+    assert scaling.probability_to_full(prob, (300, 200), out=buf) is buf and np.array_equal(buf, want)
+    same = np.zeros((30, 50), np.float32)
+    assert scaling.probability_to_full(prob, (30, 50), out=same) is same and np.array_equal(same, prob)
+    assert scaling.probability_to_full(prob, (30, 50)) is prob  # already full size: no copy

@@ -78,6 +78,7 @@ def test_the_threshold_flags_at_most_the_share_asked_least_confident_first():
     assert sorted(c for c in conf if c < t) == [0.1, 0.2, 0.3]
     assert not [c for c in conf if c < choose_threshold(conf, 0.05)]  # less than one image: none
     assert all(c < choose_threshold(conf, 1.0) for c in conf)  # every one
+    assert choose_threshold(conf, 1.0) == 1.0 == choose_threshold([0.4, 1.0], 1.0)  # a valid metadata value
     assert not [c for c in [0.5] * 10 if c < choose_threshold([0.5] * 10, 0.15)]  # ties: never more than asked
 
 
@@ -88,6 +89,7 @@ def test_auroc_is_the_share_of_failure_success_pairs_ranked_right():
     brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
     assert auroc(scores, failed) == pytest.approx(brute)
     assert auroc(scores, np.zeros(40, bool)) is None
+    assert auroc(scores, failed.astype(int).tolist()) == pytest.approx(brute)  # 0/1 labels, as from a CSV
 
 
 def test_review_figures_count_what_they_say():
@@ -97,6 +99,27 @@ def test_review_figures_count_what_they_say():
     assert fig["auroc_failures"] == pytest.approx(0.75)  # 3 of the 4 failure/success pairs ranked right
     curve = {c["flagged_share"]: c["mean_jaccard_kept"] for c in fig["risk_coverage"]}
     assert curve[0.0] == pytest.approx(0.65) and curve[0.5] == pytest.approx(0.7)  # the 2 most confident kept
+    assert fig["failures_caught_share"] == 0.5 and fig["flagged_share"] == 0.5 and fig["images"] == 4
+
+
+def test_review_figures_at_the_edges():
+    """At the threshold is not flagged, Jaccard 0.65 is not a failure (FAIL_BELOW), the curve runs 0-50 %
+    in steps of 5, and shares with nothing to count are None (never NaN in summary.json)."""
+    fig = review_figures([0.5, 0.5, 0.1], [0.65, 0.64, 0.9], threshold=0.5)
+    assert (fig["flagged"], fig["failures"], fig["failures_caught"]) == (1, 1, 0)
+    assert fig["failures_caught_share"] == 0.0
+    conf = np.linspace(0.01, 1.0, 20)
+    jac = np.linspace(0.1, 0.9, 20)  # the least confident are the worst
+    curve = review_figures(conf, jac, threshold=0.0)["risk_coverage"]
+    assert [c["flagged_share"] for c in curve] == [pct / 100 for pct in range(0, 51, 5)]
+    for c in curve:
+        kept = 20 - round(20 * c["flagged_share"])
+        assert c["mean_jaccard_kept"] == pytest.approx(jac[-kept:].mean()), c
+    none = review_figures([0.1, 0.2], [0.9, 0.9], threshold=0.5)  # all flagged, no failure
+    assert none["mean_jaccard_unflagged"] is None and none["failures_caught_share"] is None
+    empty = review_figures([], [], threshold=0.5)
+    assert empty["flagged_share"] is None and empty["mean_jaccard_all"] is None
+    assert all(c["mean_jaccard_kept"] is None for c in empty["risk_coverage"])
 
 
 def _with_threshold(tmp_path, value: str):
