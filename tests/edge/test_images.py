@@ -1,5 +1,6 @@
 """The one image reader: orientation, colour order, odd formats, header checks, reduced decoding."""
 
+import io
 import os
 import struct
 import subprocess
@@ -219,3 +220,59 @@ def test_every_format_of_the_nasty_corpus_decodes_to_the_pixels_pillow_reads(tmp
         assert np.abs(ours.astype(int) - ref).max() <= tolerance, name
         checked += 1
     assert checked >= 9
+
+
+def _pillow(img, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _tiff_pages(end: str, pages: list[tuple[int, int, int]]) -> bytes:
+    """A TIFF chain of IFDs written by hand: per page (width, height, field type 3 SHORT or 4 LONG)."""
+    magic = b"II*\x00" if end == "<" else b"MM\x00*"
+    out, offset = bytearray(magic + struct.pack(end + "I", 8)), 8
+    for k, (w, h, typ) in enumerate(pages):
+        entries = [(254, 4, 0), (256, typ, w), (257, typ, h)]
+        ifd = struct.pack(end + "H", len(entries))
+        for tag, t, value in entries:  # a SHORT sits in the first two bytes of the 4-byte value field
+            field = struct.pack(end + "HH", value, 0) if t == 3 else struct.pack(end + "I", value)
+            ifd += struct.pack(end + "HHI", tag, t, 1) + field
+        nxt = offset + len(ifd) + 4 if k + 1 < len(pages) else 0
+        out += ifd + struct.pack(end + "I", nxt)
+        offset = len(out)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (300, 17), (17, 300), (4099, 257), (2, 16383)])
+def test_header_sizes_match_pillow_for_every_format_and_variant(size):
+    """The bomb guard reads sizes from headers alone: each format and variant against Pillow's own header
+    reader (JPEG baseline, progressive, behind an EXIF/ICC block and fill bytes; WebP lossy, lossless,
+    extended; PNG; BMP bottom-up and top-down; TIFF)."""
+    from PIL import Image
+
+    w, h = size
+    img = Image.fromarray(np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    jpeg = _pillow(img, "JPEG", quality=80)
+    variants = {
+        "jpeg": jpeg,
+        "jpeg progressive": _pillow(img, "JPEG", progressive=True),
+        "jpeg exif+icc": _pillow(img, "JPEG", exif=b"Exif\x00\x00" + b"\x00" * 3000, icc_profile=b"\x00" * 5000),
+        "jpeg fill bytes": jpeg[:2] + b"\xff" * 7 + jpeg[2:],
+        "png": _pillow(img, "PNG"),
+        "bmp": _pillow(img, "BMP"),
+        "tiff": _pillow(img, "TIFF"),
+    }
+    if max(w, h) <= 16383:
+        variants |= {"webp lossy": _pillow(img, "WEBP", quality=50),
+                     "webp lossless": _pillow(img, "WEBP", lossless=True),
+                     "webp extended": _pillow(img.convert("RGBA"), "WEBP", quality=50, exif=b"Exif\x00\x00MM")}
+    for name, data in variants.items():
+        with Image.open(io.BytesIO(data)) as back:
+            assert back.size == size, name  # Pillow reads what was meant
+        assert probe_size(data) == size, name
+    top_down = bytearray(variants["bmp"])
+    top_down[22:26] = struct.pack("<i", -h)  # negative height: rows stored top-down
+    assert probe_size(bytes(top_down)) == size
+    assert probe_size(_tiff_pages(">", [(w, h, 3)])) == size == probe_size(_tiff_pages("<", [(w, h, 4)]))
+    assert probe_size(_tiff_pages(">", [(w, h, 4), (w + 1, h + 2, 3), (1, 1, 3)])) == (w + 1, h + 2)  # largest page
