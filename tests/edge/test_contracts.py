@@ -194,3 +194,30 @@ def test_probability_back_to_full_size_as_opencv_resizes_it():
     same = np.zeros((30, 50), np.float32)
     assert scaling.probability_to_full(prob, (30, 50), out=same) is same and np.array_equal(same, prob)
     assert scaling.probability_to_full(prob, (30, 50)) is prob  # already full size: no copy
+
+
+def test_resize_methods_are_read_as_the_seed_spells_them():
+    assert [scaling.method_from_config(n) for n in ("cv2.INTER_CUBIC", "INTER_AREA", " Linear ", "nearest")] == [
+        "cubic", "area", "linear", "nearest"]
+    with pytest.raises(SkinsegError, match=r"resize method 'bicubic': choose one of area, linear, cubic, nearest"):
+        scaling.method_from_config("bicubic")
+
+
+def test_a_sliver_keeps_one_pixel_and_each_direction_uses_its_own_method():
+    assert scaling.working_size(1, 1000, 256) == (1, 256) and scaling.working_size(1000, 1, 256) == (256, 1)
+    methods = {"image_down": "nearest", "image_up": "linear"}  # they give different pixels
+    rgb = np.random.default_rng(1).integers(0, 256, (10, 100, 3), dtype=np.uint8)
+    for size, name in (((30, 50), "image_up"),  # more pixels, though shorter: grows
+                       ((100, 10), "image_up"),  # as many pixels, turned: not a shrink
+                       ((5, 40), "image_down")):
+        method = scaling.METHODS[methods[name]]
+        want = cv2.resize(rgb, (size[1], size[0]), interpolation=method)
+        assert np.array_equal(scaling.resize_image(rgb, size, methods), want), (size, name)
+
+
+def test_a_training_mask_is_resized_linearly_with_height_and_width_apart():
+    mask = np.zeros((30, 50), np.uint8)
+    mask[5:20, 10:40] = 255
+    assert np.array_equal(scaling.mask_to_size(mask, (300, 200)), cv2.resize(mask, (200, 300),
+                                                                              interpolation=cv2.INTER_LINEAR))
+    assert scaling.mask_to_size(mask, (30, 50)) is mask

@@ -160,3 +160,31 @@ def test_bench_stages_prints_where_the_time_goes():
     shares = [int(w) for line in res.output.splitlines() if "%" in line and "all" not in line
               for w in line.replace("%", " ").replace("│", " ").split()[-1:] if w.isdigit()]
     assert len(shares) == len(STAGES) and 95 <= sum(shares) <= 105
+
+
+def test_the_box_holds_every_pixel_that_reaches_the_threshold_around_spots_and_blocks():
+    """The box is a bound: around spots and blocks away from the border (where it is tight, unlike the drawn
+    lesions above that reach the edges), every full-size pixel at or above the threshold after the resize
+    and the blur lies inside it, for growing and shrinking scales, each convex method, with and without blur."""
+    rng = np.random.default_rng(7)
+    for case in range(300):
+        h, w = (int(v) for v in rng.integers(30, 60, 2))
+        ratio = float(rng.choice([0.5, 0.8, 1.0, 1.7, 3.0, 7.5]))
+        size = (max(1, round(h * ratio)), max(1, round(w * ratio)))
+        method, blur = rng.choice(["linear", "area", "nearest"]), float(rng.choice([0.0, 0.6, 1.5, 3.0, 8.0]))
+        threshold = float(rng.choice([0.2, 0.5]))  # a low one: the blur carries a solid spot past its edge
+        prob = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(1, 4))):
+            k = int(rng.choice([1, 2, 4, 12, 20]))  # spots and solid blocks
+            y, x = rng.integers(3, h - k - 3), rng.integers(3, w - k - 3)
+            prob[y : y + k, x : x + k] = rng.choice([threshold, 0.75, 1.0])
+        full = scaling.probability_to_full(prob, size, {"probability": str(method)})
+        if blur:
+            full = cv2.GaussianBlur(full, (0, 0), blur)
+        ys, xs = np.nonzero(full >= threshold)
+        box = scaling.lesion_box(prob, size, threshold, {"probability": str(method)}, blur)
+        if not len(ys):
+            continue
+        assert box is not None, case
+        y0, y1, x0, x1 = box
+        assert y0 <= ys.min() and ys.max() < y1 and x0 <= xs.min() and xs.max() < x1, (case, box, ys, xs)

@@ -45,6 +45,22 @@ def test_a_crisp_lesion_is_confident_a_blurred_or_scattered_one_is_not():
     assert confidence(np.full((192, 256), 0.45, np.float32)) == 0.0  # undecided everywhere, nothing found
 
 
+def test_confidence_counts_exactly_as_the_contract_defines_it():
+    """Section 5c of docs/model-contract.md, which the Node client implements: undecided is strictly between
+    0.2 and 0.8, the lesion is the largest component at probability >= threshold, the result has 4 decimals."""
+    prob = np.zeros((10, 10))
+    prob[0, :3] = 0.9  # a lesion of 3 pixels
+    prob[5, 5] = 0.6  # undecided, and a lesion pixel of its own (a smaller component)
+    prob[8, 0], prob[8, 9] = 0.2, 0.8  # at the bounds: not undecided
+    assert confidence(prob) == 0.6667  # 1 - 1/3, to 4 decimals
+    prob[0, 3:9] = 0.9
+    prob[0, :3] = 0.5  # exactly at the threshold: still lesion (9 pixels with these), and undecided now
+    assert confidence(prob) == 0.5556  # 1 - 4/9
+    single = np.zeros((10, 10))
+    single[3, 3] = 0.6  # one pixel, lesion and undecided: nothing certain at all
+    assert confidence(single) == 0.0
+
+
 def test_the_threshold_is_the_default_unless_given():
     assert needs_review(0.5) and not needs_review(0.9)
     assert not needs_review(0.5, 0.4) and needs_review(0.95, 1.0)
@@ -108,12 +124,12 @@ def test_review_figures_at_the_edges():
     fig = review_figures([0.5, 0.5, 0.1], [0.65, 0.64, 0.9], threshold=0.5)
     assert (fig["flagged"], fig["failures"], fig["failures_caught"]) == (1, 1, 0)
     assert fig["failures_caught_share"] == 0.0
-    conf = np.linspace(0.01, 1.0, 20)
-    jac = np.linspace(0.1, 0.9, 20)  # the least confident are the worst
+    conf = np.linspace(0.01, 1.0, 200)
+    jac = np.linspace(0.1, 0.9, 200)  # the least confident are the worst
     curve = review_figures(conf, jac, threshold=0.0)["risk_coverage"]
     assert [c["flagged_share"] for c in curve] == [pct / 100 for pct in range(0, 51, 5)]
     for c in curve:
-        kept = 20 - round(20 * c["flagged_share"])
+        kept = 200 - round(200 * c["flagged_share"])
         assert c["mean_jaccard_kept"] == pytest.approx(jac[-kept:].mean()), c
     none = review_figures([0.1, 0.2], [0.9, 0.9], threshold=0.5)  # all flagged, no failure
     assert none["mean_jaccard_unflagged"] is None and none["failures_caught_share"] is None
