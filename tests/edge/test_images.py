@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from skinseg.cli import app
-from skinseg.shared.errors import InputError
+from skinseg.shared.errors import InputError, SkinsegError
 from skinseg.shared.images import (
     binarize,
     choose_reduce,
@@ -276,3 +277,98 @@ def test_header_sizes_match_pillow_for_every_format_and_variant(size):
     assert probe_size(bytes(top_down)) == size
     assert probe_size(_tiff_pages(">", [(w, h, 3)])) == size == probe_size(_tiff_pages("<", [(w, h, 4)]))
     assert probe_size(_tiff_pages(">", [(w, h, 4), (w + 1, h + 2, 3), (1, 1, 3)])) == (w + 1, h + 2)  # largest page
+
+
+def test_deep_and_float_pixels_come_to_8_bits_by_one_rule(tmp_path):
+    """16-bit: v / 257 rounded; float up to 1: times 255; other floats clipped to 0-255; NaN: 0. Worked out
+    by hand, through the reader's public door (a mask file) and the ndarray rule it uses."""
+    deep = np.array([[0, 128, 257, 32896, 65535]], np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    assert read_mask(tmp_path / "deep.png").tolist() == [[0, 0, 1, 128, 255]]
+    from skinseg.shared.images import _to_uint8
+
+    assert _to_uint8(np.array([0.0, 0.5, 1.0], np.float32)).tolist() == [0, 128, 255]
+    assert _to_uint8(np.array([-5.0, 127.6, 300.0, np.nan], np.float32)).tolist() == [0, 128, 255, 0]
+    assert _to_uint8(np.array([0.0, 1.0, 2.0], np.float64)).tolist() == [0, 1, 2]  # above 1: already 0-255
+    assert _to_uint8(np.zeros((0,), np.float32)).shape == (0,)
+
+
+def test_grey_level_masks_split_at_half_the_range_and_say_so(tmp_path):
+    m = np.zeros((10, 10), np.uint8)
+    m[:, 3:] = 127
+    m[:, 6:] = 128
+    m[:, 8:] = 255
+    cv2.imwrite(str(tmp_path / "aa.png"), m)
+    got, said = read_binary_mask(tmp_path / "aa.png")
+    assert got.sum() == 40 and said == "8-bit mask with 4 grey levels: lesion from 128 up"
+    deep = (m.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "aa16.png"), deep)
+    got, said = read_binary_mask(tmp_path / "aa16.png")
+    assert got.sum() == 40 and said == "16-bit mask with 4 grey levels: lesion from 32768 up"
+    for value, dtype, lesion, note in ((0, np.uint8, 0, None), (255, np.uint8, 100, None),
+                                       (65535, np.uint16, 100, "16-bit mask")):
+        cv2.imwrite(str(tmp_path / "one.png"), np.full((10, 10), value, dtype))
+        got, said = read_binary_mask(tmp_path / "one.png")
+        assert got.sum() == lesion and said == note, value
+    cv2.imwrite(str(tmp_path / "labels.png"), np.tile(np.arange(5, dtype=np.uint8), (4, 1)))
+    with pytest.raises(InputError, match=r"labels.png: mask values 0-4 \(5 levels, all below 128\): a label map"):
+        read_binary_mask(tmp_path / "labels.png")
+    assert binarize(np.array([127, 128, 255], np.uint8)).tolist() == [False, True, True]
+
+
+def test_size_limits_hold_at_the_limit_and_name_the_figures(tmp_path, monkeypatch):
+    from skinseg.shared.images import _check_pixels, read_bytes
+
+    monkeypatch.setenv("SKINSEG_MAX_PIXELS", "300000000")
+    _check_pixels((20000, 15000), "x.jpg")  # exactly at the limit: read
+    with pytest.raises(InputError) as err:
+        _check_pixels((20000, 15001), "x.jpg")
+    assert str(err.value) == ("x.jpg: 20000x15001 is 300 MP, above the 300 MP limit; raise SKINSEG_MAX_PIXELS "
+                              "if it is genuine")
+    (tmp_path / "f.png").write_bytes(b"x" * 1000)
+    monkeypatch.setenv("SKINSEG_MAX_BYTES", "1000")
+    assert read_bytes(tmp_path / "f.png") == b"x" * 1000  # exactly at the limit: read
+    monkeypatch.setenv("SKINSEG_MAX_BYTES", "999")
+    with pytest.raises(InputError, match=r"f.png: 0.0 GB is above the 0.0 GB file limit; raise SKINSEG_MAX_BYTES"):
+        read_bytes(tmp_path / "f.png")
+    with pytest.raises(InputError, match=r": is a folder, not an image$"):
+        read_bytes(tmp_path)
+    with pytest.raises(InputError, match=r"nope.png: cannot read \(No such file or directory\)$"):
+        read_bytes(tmp_path / "nope.png")
+    monkeypatch.setenv("SKINSEG_MAX_BYTES", " 12 ")  # spaces around a number are fine
+    from skinseg.shared.images import max_bytes
+
+    assert max_bytes() == 12
+    for bad in ("0", "1.5"):
+        monkeypatch.setenv("SKINSEG_MAX_BYTES", bad)
+        with pytest.raises(SkinsegError, match=rf"SKINSEG_MAX_BYTES='{re.escape(bad)}': expected a positive whole"):
+            max_bytes()
+
+
+def test_a_damaged_png_says_which_chunk():
+    from skinseg.shared.images import png_problem
+
+    good = encode(".png", np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    assert png_problem(good) is None and png_problem(b"\xff\xd8 a jpeg") is None
+    iend = good.rindex(b"IEND") - 4
+    assert png_problem(good[:iend]) == "cut short (no IEND chunk)"
+    assert png_problem(good[: good.index(b"IDAT") + 20]) == "cut short inside its IDAT chunk"
+    first = good[33 + 4 : 33 + 8]  # the chunk after IHDR
+    bad = bytearray(good)
+    bad[33 + 9] ^= 0xFF
+    assert png_problem(bytes(bad)) == f"CRC error in its {first.decode('latin-1')} chunk"
+    assert png_problem(good + b"trailing bytes after IEND") is None
+
+
+def test_encoded_files_keep_what_was_asked(tmp_path):
+    rgb = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    rough, fine = encode(".jpg", rgb, quality=10), encode(".jpeg", rgb, quality=95)
+    assert len(rough) < len(fine) / 2  # the quality is passed for both spellings
+    assert len(encode(".jpeg", rgb, quality=10)) == len(rough)
+    mask = np.zeros((40, 60), bool)
+    mask[10:20, 5:50] = True
+    png = encode(".png", mask)
+    back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint8 and back.ndim == 2 and set(np.unique(back)) == {0, 255}
+    assert np.array_equal(back == 255, mask)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(encode(".png", rgb), np.uint8), cv2.IMREAD_COLOR)[..., ::-1], rgb)
