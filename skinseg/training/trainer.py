@@ -451,8 +451,8 @@ class Trainer:
         from skinseg.training.model import model_from_config
 
         cfg, run = self.cfg, self.run_folder
-        # un-jitted JAX runs op by op; PyTorch runs eagerly unless asked (torch.compile took 400 s on a
-        # tiny model's first CPU epoch, then recompiled per layer type)
+        # un-jitted JAX runs op by op; PyTorch runs eagerly unless asked: torch.compile's compilation costs
+        # more than it saves on the CPU (docs/train-and-export.md)
         jit = cfg.train.jit_compile or self.devices["backend"] == "jax"
         metrics = [Overlap("dice"), Overlap("jaccard"), keras.metrics.BinaryAccuracy(name="binary_accuracy")]
         strategy = self.devices["_strategy"]
