@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 DEFAULT_MAX_PIXELS = 200_000_000  # 6700x4500 ISIC images are 30 MP; 200 MP leaves room, refuses bombs
 # OpenCV reads its own pixel guard once, when cv2 is first imported: set it before any module of
-# ours can import cv2, so the limit holds for every format whatever the import order.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
+# ours can import cv2, so the limit holds for every format whatever the import order. It follows
+# SKINSEG_MAX_PIXELS, so raising our limit for a genuine large image raises OpenCV's too (a bad value
+# is reported by the reader, shared/images.py, and OpenCV keeps the default meanwhile).
+_asked = os.environ.get("SKINSEG_MAX_PIXELS", "").strip()
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", _asked if _asked.isdigit() and int(_asked) > 0
+                      else str(DEFAULT_MAX_PIXELS))
 # Library caches go to the system temp folder, not the user's home: a run writes only to its output
 # folder and there (ONNX Runtime's telemetry database follows XDG_CACHE_HOME, matplotlib's font cache
 # MPLCONFIGDIR). Set either yourself to choose another place.

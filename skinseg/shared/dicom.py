@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from skinseg.shared.errors import InputError
+from skinseg.shared.errors import InputError, megapixels
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 DICOM_MEDIA_TYPE = "application/dicom"
@@ -107,7 +107,7 @@ def check_image(ds: Any, name: str, max_pixels: int) -> tuple[int, int]:
     if rows < 1 or cols < 1:
         raise InputError(f"{name}: DICOM image of {cols}x{rows} pixels; not a readable image")
     if rows * cols > max_pixels:
-        raise InputError(f"{name}: {cols}x{rows} is {rows * cols / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} "
+        raise InputError(f"{name}: {cols}x{rows} is {megapixels(rows * cols)} MP, above the {megapixels(max_pixels)} "
                          "MP limit; raise SKINSEG_MAX_PIXELS if it is genuine")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     samples = ds.get("SamplesPerPixel")

@@ -28,7 +28,7 @@ DEFAULT_MAX_BYTES = 1_000_000_000  # a 200 MP image compresses far below this; a
 
 import cv2  # noqa: E402
 
-from skinseg.shared.errors import InputError, SkinsegError  # noqa: E402
+from skinseg.shared.errors import InputError, SkinsegError, file_size, megapixels  # noqa: E402
 from skinseg.shared.files import shown  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
@@ -81,7 +81,7 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"{name}: not a regular file (a pipe, socket or device); only files are read")
         if st.st_size > max_bytes():
-            raise InputError(f"{name}: {st.st_size / 1e9:.1f} GB is above the {max_bytes() / 1e9:.1f} GB file "
+            raise InputError(f"{name}: {file_size(st.st_size)} is above the {file_size(max_bytes())} file "
                              "limit; raise SKINSEG_MAX_BYTES if it is genuine")
         data = path.read_bytes()
     except PermissionError as exc:
@@ -137,7 +137,7 @@ def _dicom_size(data: bytes) -> tuple[int, int] | None:
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     i, n = 2, len(data)
-    while i + 9 < n:
+    while i + 9 <= n:  # room for a marker, its length and a frame header's height and width
         if data[i] != 0xFF:
             i += 1
             continue
@@ -174,27 +174,30 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
     offset = struct.unpack(end + "I", data[4:8])[0]
     best: tuple[int, int] | None = None
     for _ in range(64):  # pages; a loop in the chain cannot trap us
-        if not 8 <= offset < len(data) - 2:
+        if offset < 8:  # 0 ends the chain; below 8 would point into the file header
             break
-        count = struct.unpack(end + "H", data[offset : offset + 2])[0]
-        size: dict[int, int] = {}
-        for k in range(count):
-            e = offset + 2 + 12 * k
-            tag, typ = struct.unpack(end + "HH", data[e : e + 4])
-            if tag in (256, 257):
-                fmt = "H" if typ == 3 else "I"
-                size[tag] = struct.unpack(end + fmt, data[e + 8 : e + 8 + struct.calcsize(fmt)])[0]
-        if 256 in size and 257 in size and (best is None or size[256] * size[257] > best[0] * best[1]):
-            best = (size[256], size[257])
-        offset = struct.unpack(end + "I", data[offset + 2 + 12 * count : offset + 6 + 12 * count])[0]
+        try:
+            count = struct.unpack(end + "H", data[offset : offset + 2])[0]
+            size: dict[int, int] = {}
+            for k in range(count):
+                e = offset + 2 + 12 * k
+                tag, typ = struct.unpack(end + "HH", data[e : e + 4])
+                if tag in (256, 257):
+                    fmt = "H" if typ == 3 else "I"
+                    size[tag] = struct.unpack(end + fmt, data[e + 8 : e + 8 + struct.calcsize(fmt)])[0]
+            if 256 in size and 257 in size and (best is None or size[256] * size[257] > best[0] * best[1]):
+                best = (size[256], size[257])
+            offset = struct.unpack(end + "I", data[offset + 2 + 12 * count : offset + 6 + 12 * count])[0]
+        except struct.error:  # the chain runs past the end: the pages read so far still count
+            break
     return best
 
 
 def _check_pixels(size: tuple[int, int] | None, name: str) -> None:
     if size is not None and size[0] * size[1] > max_pixels():
         raise InputError(
-            f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} MP, above the "
-            f"{max_pixels() / 1e6:.0f} MP limit; raise SKINSEG_MAX_PIXELS if it is genuine"
+            f"{name}: {size[0]}x{size[1]} is {megapixels(size[0] * size[1])} MP, above the "
+            f"{megapixels(max_pixels())} MP limit; raise SKINSEG_MAX_PIXELS if it is genuine"
         )
 
 
@@ -229,7 +232,7 @@ def png_problem(data: bytes) -> str | None:
     return "cut short (no IEND chunk)"
 
 
-def decode_image(data: bytes | bytearray, name: str = "<bytes>", reduce: int = 1) -> np.ndarray:
+def decode_image(data: bytes | bytearray, name: str, reduce: int = 1) -> np.ndarray:
     """Decode bytes to RGB uint8 HxWx3, oriented by EXIF; `reduce` in {1,2,4,8} (JPEG DCT scaling)."""
     _check_pixels(probe_size(data), name)
     if (why := png_problem(data)) is not None:
@@ -239,12 +242,13 @@ def decode_image(data: bytes | bytearray, name: str = "<bytes>", reduce: int = 1
     try:
         img = cv2.imdecode(buf, flags)
     except cv2.error as exc:
-        raise InputError(f"{name}: cannot decode ({str(exc).strip().splitlines()[-1]})") from exc
+        said = str(exc).strip().splitlines()[-1]
+        if "CV_IO_MAX_IMAGE_PIXELS" in said:  # OpenCV's own guard, for a format whose header we do not read
+            said = f"above the {megapixels(max_pixels())} MP limit; raise SKINSEG_MAX_PIXELS if it is genuine"
+        raise InputError(f"{name}: cannot decode ({said})") from exc
     if img is None or img.size == 0:
         raise InputError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
-    img = _to_uint8(img)
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    img = _to_uint8(img)  # IMREAD_COLOR always gives three channels: OpenCV expands grey itself
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second full-size copy
 
 
@@ -280,8 +284,7 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray, target_long_s
 
         d = read_dicom(data, name, max_pixels())
         return LoadedImage(d.rgb, d.rgb.shape[0], d.rgb.shape[1], 1, d.header, d.spacing_mm)
-    size = probe_size(data)
-    _check_pixels(size, name)
+    size = probe_size(data)  # decode_image refuses a size above the limit from it
     is_jpeg = data[:2] == b"\xff\xd8"
     reduce = choose_reduce(max(size), target_long_side) if (size and is_jpeg) else 1
     if reduce > 1:
@@ -291,9 +294,9 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray, target_long_s
         for fw, fh in (size, size[::-1]):
             if -(-fw // reduce) == w and -(-fh // reduce) == h:
                 return LoadedImage(rgb, fh, fw, reduce)
-        reduce = 1  # unexpected geometry: fall back to a full decode
+        # unexpected geometry: fall back to a full decode
     rgb = decode_image(data, name)
-    return LoadedImage(rgb, rgb.shape[0], rgb.shape[1], 1)
+    return LoadedImage(rgb, rgb.shape[0], rgb.shape[1])
 
 
 def image_kind(data: bytes) -> str | None:

@@ -86,7 +86,7 @@ def test_header_probe_and_pixel_limit(tmp_path, monkeypatch):
     assert probe_size(encode(".png", np.zeros((7, 9), np.uint8))) == (9, 7)
     monkeypatch.setenv("SKINSEG_MAX_PIXELS", "1000")
     (tmp_path / "big.jpg").write_bytes(jpeg)
-    with pytest.raises(InputError, match="above the 0 MP limit"):
+    with pytest.raises(InputError, match=r"50x30 is 0\.0015 MP, above the 0\.001 MP limit"):
         read_image(tmp_path / "big.jpg")
 
 
@@ -329,8 +329,18 @@ def test_size_limits_hold_at_the_limit_and_name_the_figures(tmp_path, monkeypatc
     monkeypatch.setenv("SKINSEG_MAX_BYTES", "1000")
     assert read_bytes(tmp_path / "f.png") == b"x" * 1000  # exactly at the limit: read
     monkeypatch.setenv("SKINSEG_MAX_BYTES", "999")
-    with pytest.raises(InputError, match=r"f.png: 0.0 GB is above the 0.0 GB file limit; raise SKINSEG_MAX_BYTES"):
+    with pytest.raises(InputError, match=r"f.png: 1000 bytes is above the 999 bytes file limit; raise SKINSEG_MAX"):
         read_bytes(tmp_path / "f.png")
+    monkeypatch.setenv("SKINSEG_MAX_PIXELS", "3400000")
+    with pytest.raises(InputError, match=r"^x.jpg: 2000x1750 is 3\.5 MP, above the 3\.4 MP limit;"):
+        _check_pixels((2000, 1750), "x.jpg")  # below 10 MP two figures: not "4 MP above the 3 MP limit"
+    for size, limit, said in ((2_500_000, 1_000_000, "2.5 MB is above the 1.0 MB"),
+                              (1_460_000_000, 1_340_000_000, "1.5 GB is above the 1.3 GB")):
+        with open(tmp_path / "sparse.tif", "wb") as f:
+            f.truncate(size)  # a sparse file: the size without the disk
+        monkeypatch.setenv("SKINSEG_MAX_BYTES", str(limit))
+        with pytest.raises(InputError, match=re.escape(said)):
+            read_bytes(tmp_path / "sparse.tif")
     with pytest.raises(InputError, match=r": is a folder, not an image$"):
         read_bytes(tmp_path)
     with pytest.raises(InputError, match=r"nope.png: cannot read \(No such file or directory\)$"):
@@ -372,3 +382,268 @@ def test_encoded_files_keep_what_was_asked(tmp_path):
     assert back.dtype == np.uint8 and back.ndim == 2 and set(np.unique(back)) == {0, 255}
     assert np.array_equal(back == 255, mask)
     assert np.array_equal(cv2.imdecode(np.frombuffer(encode(".png", rgb), np.uint8), cv2.IMREAD_COLOR)[..., ::-1], rgb)
+
+
+# The JPEG header walk. Each case puts a comment segment holding a frame header for 16x16 (a decoy)
+# right after the construct under test: a walk that loses its step by one byte lands inside the comment
+# and reports 16x16 instead of the image's size (ITU T.81 B.1.1: which markers carry a length).
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+_DECOY = _segment(0xFE, b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03 a frame header inside a comment")
+
+
+@pytest.mark.parametrize(("before", "what"), [
+    (b"", "the decoy alone"),
+    (b"\x00", "one stray byte between segments (libjpeg reads past it)"),
+    (b"\x00\x00\x00", "three stray bytes"),
+    (b"\xff", "one fill byte"),
+    (b"\xff\xff\xff", "three fill bytes"),
+    (b"\xff\x01", "TEM, a marker without a length"),
+    (b"\xff\xd0", "RST0, a marker without a length"),
+    (b"\xff\xd7", "RST7, a marker without a length"),
+    (b"\xff\xd8", "a repeated SOI, without a length"),
+    (_segment(0xE2, b"ICC_PROFILE\x00" + b"\x00" * 40000), "an APP segment above 32 KB"),
+    (_segment(0xC4, b"\x00\x11\x08\x00\x10\x00\x10"), "DHT, whose code C4 lies among the frame headers'"),
+    (_segment(0xC8, b"\x00\x11\x08\x00\x10\x00\x10"), "JPG (C8), reserved, not a frame header"),
+    (_segment(0xCC, b"\x00\x11\x08\x00\x10\x00\x10"), "DAC (CC), not a frame header"),
+    (_segment(0xE1, b"Exif\x00\x00" + encode(".jpg", np.zeros((8, 16, 3), np.uint8))), "an EXIF thumbnail JPEG"),
+])
+def test_the_jpeg_header_walk_steps_over_each_kind_of_segment(before, what):
+    jpeg = encode(".jpg", np.zeros((48, 64, 3), np.uint8))
+    assert probe_size(jpeg[:2] + before + _DECOY + jpeg[2:]) == (64, 48), what
+
+
+@pytest.mark.parametrize("marker", [m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)])
+def test_every_frame_header_kind_gives_the_size(marker):
+    """Baseline, extended, progressive, lossless, hierarchical and arithmetic-coded frames (SOF0-SOF15)."""
+    jpeg = bytearray(encode(".jpg", np.zeros((48, 64, 3), np.uint8)))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 1] = marker
+    assert probe_size(bytes(jpeg)) == (64, 48)
+
+
+def test_jpeg_sizes_above_32767_and_headers_cut_short():
+    jpeg = bytearray(encode(".jpg", np.zeros((48, 64, 3), np.uint8)))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 40000, 65535)  # height, width: 16 bits unsigned each
+    assert probe_size(bytes(jpeg)) == (65535, 40000)
+    assert probe_size(bytes(jpeg[: sof + 9])) == (65535, 40000)  # cut right after the width: still read
+    assert probe_size(bytes(jpeg[: sof + 8])) is None  # cut inside it
+    assert probe_size(bytes(jpeg[:sof])) is None  # no frame header before the end: no size, no error
+    assert probe_size(b"\xff\xd8" + b"\x00" * 40) is None
+
+
+def test_png_sizes_up_to_32_bits():
+    png = bytearray(encode(".png", np.zeros((3, 5), np.uint8)))
+    png[16:24] = struct.pack(">II", 2**31 + 5, 1)  # a forged header: read unsigned, so the guard sees it
+    assert probe_size(bytes(png)) == (2**31 + 5, 1)
+    with pytest.raises(InputError, match=r"2147483653x1 is 2147 MP, above the 200 MP limit"):
+        load_image(bytes(png), name="forged.png")
+
+
+def _ifd(end: str, entries: list[tuple[int, int, int]], nxt: int) -> bytes:
+    out = struct.pack(end + "H", len(entries))
+    for tag, typ, value in entries:
+        field = struct.pack(end + "HH", value, 0) if typ == 3 else struct.pack(end + "I", value)
+        out += struct.pack(end + "HHI", tag, typ, 1) + field
+    return out + struct.pack(end + "I", nxt)
+
+
+@pytest.mark.parametrize("end", ["<", ">"])
+def test_tiff_headers_read_by_their_field_types_and_broken_chains(end):
+    magic = b"II*\x00" if end == "<" else b"MM\x00*"
+
+    def tiff(entries, nxt=0):
+        return magic + struct.pack(end + "I", 8) + _ifd(end, entries, nxt)
+
+    assert probe_size(tiff([(256, 4, 70000), (257, 4, 3)])) == (70000, 3)  # LONG above 16 bits
+    assert probe_size(tiff([(256, 3, 40000), (257, 3, 3)])) == (40000, 3)  # SHORT above 15 bits
+    assert probe_size(tiff([(256, 4, 3_000_000_000), (257, 3, 1)])) == (3_000_000_000, 1)  # LONG above 31 bits
+    assert probe_size(tiff([(257, 3, 100)])) is None  # a page without its width: no size, no error
+    big = tiff([(256, 4, 30000), (257, 4, 30000)])
+    for nxt in (len(big) - 2, len(big) - 1, len(big), len(big) + 100):  # the chain points at or past the end
+        assert probe_size(big[:-4] + struct.pack(end + "I", nxt)) == (30000, 30000), nxt
+    filler = [(60000 + k % 1000, 3, 0) for k in range(32767)]
+    wide = tiff([(256, 4, 30000), (257, 4, 30000)] + filler)  # 32769 entries: the count is 16 bits unsigned
+    assert probe_size(wide) == (30000, 30000)
+
+
+def _dicom_bytes(rgb: np.ndarray, *, preamble: bool = True, spacing: float | None = 0.05, **fields) -> bytes:
+    from tests.dicom_factory import photo
+
+    ds = photo(rgb, "1.2.826.0.1.3680043.8.498.1", spacing=spacing)
+    for key, value in fields.items():
+        setattr(ds, key, value)
+    buf = io.BytesIO()
+    if not preamble:
+        ds.preamble = None
+    ds.save_as(buf, enforce_file_format=preamble)
+    return buf.getvalue()
+
+
+def test_image_kind_from_the_first_bytes():
+    from PIL import Image
+
+    from skinseg.shared.images import image_kind
+
+    img = Image.fromarray(np.zeros((4, 6, 3), np.uint8))
+    for fmt, kind in (("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"), ("TIFF", "tiff")):
+        assert image_kind(_pillow(img, fmt)) == kind, fmt
+    assert image_kind(b"MM\x00*" + b"\x00" * 8) == "tiff"  # big-endian TIFF
+    dcm = _dicom_bytes(np.zeros((4, 6, 3), np.uint8))
+    assert image_kind(dcm) == "dicom"
+    for other in (b"", b"\xff", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"GIF89a" + b"\x00" * 10, b"P6\n4 4\n255\n",
+                  b"\x00" * 129 + b"DICM", b"\x00" * 128 + b"dicm", b"II*\x01", b"BA"):
+        assert image_kind(other) is None, other
+        assert probe_size(other) is None, other
+
+
+def test_dicom_through_the_one_reader(tmp_path, monkeypatch):
+    """A DICOM photo, by its preamble or, without one, by its .dcm name: the pixels, the full size, no
+    reduced decode, the header and the millimetre scale; its size guard from the header alone."""
+    rgb = np.random.default_rng(5).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    dcm = _dicom_bytes(rgb)
+    assert probe_size(dcm) == (50, 30)
+    assert probe_size(dcm[:200]) is None  # a damaged header: no size here, the reader says why
+    (tmp_path / "photo.dcm").write_bytes(_dicom_bytes(rgb, preamble=False))
+    (tmp_path / "photo.bin").write_bytes(dcm)
+    for source in (dcm, tmp_path / "photo.dcm", tmp_path / "photo.bin"):
+        loaded = load_image(source, target_long_side=10)
+        assert np.array_equal(loaded.rgb, rgb) and (loaded.height, loaded.width, loaded.reduce) == (30, 50, 1)
+        assert loaded.dicom.StudyInstanceUID == "1.2.826.0.1.3680043.8.498.1" and loaded.pixel_spacing == 0.05
+        assert "PixelData" not in loaded.dicom  # the header travels, not a second copy of the pixels
+    (tmp_path / "nameless.bin").write_bytes(_dicom_bytes(rgb, preamble=False))
+    with pytest.raises(InputError, match=r"nameless.bin: not a readable image"):
+        load_image(tmp_path / "nameless.bin")  # neither preamble nor name says DICOM
+    monkeypatch.setenv("SKINSEG_MAX_PIXELS", "1499")
+    with pytest.raises(InputError, match=r"^up.dcm: 50x30 is 0\.0015 MP, above the 0\.0015 MP limit"):
+        load_image(dcm, name="up.dcm")
+
+
+def test_bytes_and_paths_are_named_in_every_message(tmp_path):
+    png = encode(".png", np.full((3, 4, 3), 7, np.uint8))
+    loaded = load_image(bytearray(png))
+    assert loaded.rgb.shape == (3, 4, 3) and loaded.reduce == 1
+    with pytest.raises(InputError, match=r"^<upload>: empty file \(0 bytes\)$"):
+        load_image(b"")
+    with pytest.raises(InputError, match=r"^<upload>: not a readable image \(corrupt, truncated or unsupported"):
+        load_image(b"not an image")
+    with pytest.raises(InputError, match=r"^shot.jpg: not a readable image"):
+        load_image(b"not an image", name="shot.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'bad.jpg'))}: not a readable image"):
+        load_image(tmp_path / "bad.jpg")
+    bad_png = bytearray(png)
+    bad_png[bad_png.index(b"IDAT") + 6] ^= 0xFF
+    with pytest.raises(InputError, match=r"^c.png: damaged PNG \(CRC error in its IDAT chunk\)$"):
+        load_image(bytes(bad_png), name="c.png")
+    with pytest.raises(InputError, match=r"^r.jpg: 3000x2000 is 6 MP, above the 5 MP limit"):
+        jpeg = bytearray(encode(".jpg", np.zeros((20, 30, 3), np.uint8)))
+        sof = jpeg.index(b"\xff\xc0")
+        jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 2000, 3000)
+        os.environ["SKINSEG_MAX_PIXELS"] = "5000000"
+        try:
+            load_image(bytes(jpeg), target_long_side=100, name="r.jpg")  # the reduced path is guarded too
+        finally:
+            del os.environ["SKINSEG_MAX_PIXELS"]
+    one = load_image(encode(".png", np.full((1, 1, 3), 200, np.uint8)))
+    assert one.rgb.tolist() == [[[200, 200, 200]]]
+
+
+def test_reduced_decodes_round_odd_sizes_up():
+    """libjpeg's 1/4 decode of 1001x750 is ceil(1001/4) x ceil(750/4) = 251 x 188: still the reduced path."""
+    img = np.random.default_rng(1).integers(0, 256, (750, 1001, 3), dtype=np.uint8)
+    loaded = load_image(encode(".jpg", img), target_long_side=250)
+    assert (loaded.reduce, loaded.rgb.shape, loaded.height, loaded.width) == (4, (188, 251, 3), 750, 1001)
+    full = load_image(encode(".jpg", img))
+    assert (full.reduce, full.rgb.shape) == (1, (750, 1001, 3))
+
+
+def test_opencv_guard_follows_our_limit_for_formats_we_do_not_probe(tmp_path):
+    """A genuine image above 200 MP is read once SKINSEG_MAX_PIXELS is raised: OpenCV's own guard (set at
+    import) follows it, and keeps its default for a bad value (which the commands report as a usage error);
+    where OpenCV's guard speaks (a PNM header we do not read), the message is ours."""
+    ppm = tmp_path / "p.jpg"
+    ppm.write_bytes(b"P6\n1300 1200\n255\n" + b"\x00" * 64)  # 1.56 MP claimed by a PNM header
+    code = ("import os, sys; from skinseg.shared.images import load_image\n"
+            "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])\n"
+            "try: load_image(sys.argv[1])\n"
+            "except Exception as e: print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}  # as a fresh shell has it
+    for limit, guard in (("1500000", "1500000"), ("abc", "200000000")):
+        res = subprocess.run([sys.executable, "-c", code, str(ppm)], capture_output=True, text=True, timeout=60,
+                             env={**env, "SKINSEG_MAX_PIXELS": limit})
+        lines = res.stdout.strip().splitlines()
+        assert lines[0] == guard, res.stderr
+    res = subprocess.run([sys.executable, "-c", code, str(ppm)], capture_output=True, text=True, timeout=60,
+                         env={**env, "SKINSEG_MAX_PIXELS": "1500000"})
+    assert res.stdout.strip().splitlines()[1] == (f"{ppm}: cannot decode (above the 1.5 MP limit; raise "
+                                                  "SKINSEG_MAX_PIXELS if it is genuine)")
+
+
+def test_masks_name_the_file_in_every_message(tmp_path, monkeypatch):
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'junk.png'))}: not a readable mask image$"):
+        read_binary_mask(tmp_path / "junk.png")
+    png = bytearray(encode(".png", np.zeros((5, 5), bool)))
+    png[png.index(b"IDAT") + 6] ^= 0xFF  # inside the compressed data: the chunk's CRC no longer matches
+    (tmp_path / "crc.png").write_bytes(bytes(png))
+    with pytest.raises(InputError, match=r"crc.png: damaged PNG mask \(CRC error in its IDAT chunk\)$"):
+        read_binary_mask(tmp_path / "crc.png")
+    bomb = bytearray(encode(".png", np.zeros((5, 5), bool)))
+    bomb[16:24] = struct.pack(">II", 30000, 30000)
+    (tmp_path / "bomb.png").write_bytes(bytes(bomb))
+    with pytest.raises(InputError, match=r"bomb.png: 30000x30000 is 900 MP, above the 200 MP limit"):
+        read_binary_mask(tmp_path / "bomb.png")
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((4, 4), 7, np.uint8))
+    with pytest.raises(InputError) as err:
+        read_binary_mask(tmp_path / "grey.png")
+    assert str(err.value) == (f"{tmp_path / 'grey.png'}: the mask holds only the value 7: not a binary mask "
+                              "(expected 0 and 255, or two levels)")
+
+
+def test_anti_aliased_and_float_masks(tmp_path):
+    """A soft edge with few grey levels splits at 128 even when only its top level reaches it; a mask
+    whose top level is exactly 128 is a mask, not a label map; a float TIFF mask of 0/1 is read as 0/255."""
+    m = np.zeros((10, 10), np.uint8)
+    m[:, 4:] = 64
+    m[:, 6:] = 255
+    cv2.imwrite(str(tmp_path / "soft.png"), m)
+    got, said = read_binary_mask(tmp_path / "soft.png")
+    assert got.sum() == 40 and said == "8-bit mask with 3 grey levels: lesion from 128 up"
+    m[:, 6:] = 128
+    cv2.imwrite(str(tmp_path / "half.png"), m)
+    got, _ = read_binary_mask(tmp_path / "half.png")
+    assert got.sum() == 40
+    f = np.zeros((10, 10), np.float32)
+    f[2:5, 2:7] = 1.0
+    cv2.imwrite(str(tmp_path / "f.tif"), f)
+    got, said = read_binary_mask(tmp_path / "f.tif")
+    assert np.array_equal(got, f == 1.0) and said is None
+
+
+def test_limits_from_the_environment_take_blank_as_unset_and_one_as_one(monkeypatch):
+    from skinseg.shared.images import DEFAULT_MAX_BYTES, _to_uint8, max_bytes, max_pixels
+
+    monkeypatch.setenv("SKINSEG_MAX_BYTES", "  ")
+    assert max_bytes() == DEFAULT_MAX_BYTES
+    monkeypatch.setenv("SKINSEG_MAX_PIXELS", "1")
+    assert max_pixels() == 1
+    out = _to_uint8(np.array([0.7, 0.25], np.float32))  # 178.5 rounds to even; times 256 would give 179
+    assert out.dtype == np.uint8 and out.tolist() == [178, 64]
+
+
+def test_an_unreadable_file_is_one_line(tmp_path, monkeypatch):
+    """CI runs as root, where chmod cannot take read rights away: the permission error is raised instead."""
+    from skinseg.shared.images import read_bytes
+
+    (tmp_path / "locked.png").write_bytes(b"x")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'locked.png'))}: permission denied; make it"):
+        read_bytes(tmp_path / "locked.png")

@@ -44,7 +44,7 @@ from skinseg.runner.measurements import check_spacing
 from skinseg.runner.result import MASK_FORMATS, Result
 from skinseg.shared import files
 from skinseg.shared.dicom import DICOM_MEDIA_TYPE
-from skinseg.shared.errors import InputError, SkinsegError
+from skinseg.shared.errors import InputError, SkinsegError, megapixels
 from skinseg.shared.images import encode, image_kind, probe_size
 from skinseg.shared.system import give_back_memory
 
@@ -180,8 +180,9 @@ def check_pixels(data: bytes | bytearray, name: str, limit: int) -> None:
         raise Refused(415, f"{name}: its header does not give the image's size (truncated or damaged)",
                       reason="unreadable")
     if size[0] * size[1] > limit:
-        raise Refused(413, f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} MP, above this service's "
-                           f"{limit / 1e6:g} MP limit (--max-pixels); send a smaller image", reason="pixels")
+        raise Refused(413, f"{name}: {size[0]}x{size[1]} is {megapixels(size[0] * size[1])} MP, above this "
+                           f"service's {megapixels(limit)} MP limit (--max-pixels); send a smaller image",
+                      reason="pixels")
 
 
 def create_app(service: Service) -> Gate:
