@@ -142,8 +142,8 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 1
             continue
         marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 1 if marker == 0xFF else 2
+        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:  # no length: SOI, TEM, RSTn, a fill byte
+            i += 1  # onto the code byte: a fill byte's is the next marker's 0xFF, any other is stepped over as stray
             continue
         seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
@@ -232,23 +232,27 @@ def png_problem(data: bytes) -> str | None:
     return "cut short (no IEND chunk)"
 
 
+def _imdecode(data: bytes | bytearray, flags: int, name: str, what: str) -> np.ndarray:
+    """OpenCV's decoder, its failures as one line naming the file; `what` is "image" or "mask"."""
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:
+        said = str(exc).strip().splitlines()[-1]
+        if "CV_IO_MAX_IMAGE_PIXELS" in said:  # OpenCV's own guard, for a format whose header we do not read
+            said = f"above the {megapixels(max_pixels())} MP limit; raise SKINSEG_MAX_PIXELS if it is genuine"
+        raise InputError(f"{name}: cannot decode this {what} ({said})") from exc
+    if img is None or img.size == 0:
+        raise InputError(f"{name}: not a readable {what} (corrupt, truncated or unsupported format)")
+    return img
+
+
 def decode_image(data: bytes | bytearray, name: str, reduce: int = 1) -> np.ndarray:
     """Decode bytes to RGB uint8 HxWx3, oriented by EXIF; `reduce` in {1,2,4,8} (JPEG DCT scaling)."""
     _check_pixels(probe_size(data), name)
     if (why := png_problem(data)) is not None:
         raise InputError(f"{name}: damaged PNG ({why})")
-    buf = np.frombuffer(data, np.uint8)
     flags = _REDUCED_FLAGS[reduce] if reduce > 1 else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
-    try:
-        img = cv2.imdecode(buf, flags)
-    except cv2.error as exc:
-        said = str(exc).strip().splitlines()[-1]
-        if "CV_IO_MAX_IMAGE_PIXELS" in said:  # OpenCV's own guard, for a format whose header we do not read
-            said = f"above the {megapixels(max_pixels())} MP limit; raise SKINSEG_MAX_PIXELS if it is genuine"
-        raise InputError(f"{name}: cannot decode ({said})") from exc
-    if img is None or img.size == 0:
-        raise InputError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
-    img = _to_uint8(img)  # IMREAD_COLOR always gives three channels: OpenCV expands grey itself
+    img = _to_uint8(_imdecode(data, flags, name, "image"))  # IMREAD_COLOR gives three channels, grey expanded
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second full-size copy
 
 
@@ -327,13 +331,7 @@ def _decode_mask(path: str | os.PathLike[str]) -> np.ndarray:
     _check_pixels(probe_size(data), name)
     if (why := png_problem(data)) is not None:
         raise InputError(f"{name}: damaged PNG mask ({why})")
-    try:
-        m = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-    except cv2.error as exc:
-        raise InputError(f"{name}: cannot decode mask") from exc
-    if m is None or m.size == 0:
-        raise InputError(f"{name}: not a readable mask image")
-    return m
+    return _imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, name, "mask")
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:

@@ -370,7 +370,7 @@ def test_a_damaged_png_says_which_chunk():
     assert png_problem(good + b"trailing bytes after IEND") is None
 
 
-def test_encoded_files_keep_what_was_asked(tmp_path):
+def test_encoded_files_keep_what_was_asked(tmp_path, capfd):
     rgb = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     rough, fine = encode(".jpg", rgb, quality=10), encode(".jpeg", rgb, quality=95)
     assert len(rough) < len(fine) / 2  # the quality is passed for both spellings
@@ -381,6 +381,7 @@ def test_encoded_files_keep_what_was_asked(tmp_path):
     back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert back.dtype == np.uint8 and back.ndim == 2 and set(np.unique(back)) == {0, 255}
     assert np.array_equal(back == 255, mask)
+    assert capfd.readouterr().err == ""  # 8 bits handed to OpenCV: no "fallbacked to CV_8U" line on the terminal
     assert np.array_equal(cv2.imdecode(np.frombuffer(encode(".png", rgb), np.uint8), cv2.IMREAD_COLOR)[..., ::-1], rgb)
 
 
@@ -391,20 +392,23 @@ def _segment(marker: int, body: bytes) -> bytes:
     return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
 
 
-_DECOY = _segment(0xFE, b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03 a frame header inside a comment")
+_FAKE = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10"  # a frame header for 16x16, 9 bytes
+_DECOY = _segment(0xFE, _FAKE * 2 + b" frame headers inside a comment")  # at odd and even offsets
 
 
 @pytest.mark.parametrize(("before", "what"), [
     (b"", "the decoy alone"),
     (b"\x00", "one stray byte between segments (libjpeg reads past it)"),
+    (b"\x00\x00", "two stray bytes"),
     (b"\x00\x00\x00", "three stray bytes"),
     (b"\xff", "one fill byte"),
+    (b"\xff\xff", "two fill bytes"),
     (b"\xff\xff\xff", "three fill bytes"),
     (b"\xff\x01", "TEM, a marker without a length"),
     (b"\xff\xd0", "RST0, a marker without a length"),
     (b"\xff\xd7", "RST7, a marker without a length"),
     (b"\xff\xd8", "a repeated SOI, without a length"),
-    (_segment(0xE2, b"ICC_PROFILE\x00" + b"\x00" * 40000), "an APP segment above 32 KB"),
+    (_segment(0xE2, b"ICC_PROFILE\x00" + _FAKE * 4500), "an APP segment above 32 KB, holding FF C0 bytes"),
     (_segment(0xC4, b"\x00\x11\x08\x00\x10\x00\x10"), "DHT, whose code C4 lies among the frame headers'"),
     (_segment(0xC8, b"\x00\x11\x08\x00\x10\x00\x10"), "JPG (C8), reserved, not a frame header"),
     (_segment(0xCC, b"\x00\x11\x08\x00\x10\x00\x10"), "DAC (CC), not a frame header"),
@@ -495,7 +499,8 @@ def test_image_kind_from_the_first_bytes():
     dcm = _dicom_bytes(np.zeros((4, 6, 3), np.uint8))
     assert image_kind(dcm) == "dicom"
     for other in (b"", b"\xff", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"GIF89a" + b"\x00" * 10, b"P6\n4 4\n255\n",
-                  b"\x00" * 129 + b"DICM", b"\x00" * 128 + b"dicm", b"II*\x01", b"BA"):
+                  b"\x00" * 129 + b"DICM", b"\x00" * 128 + b"dicm", b"II*\x01", b"BA",
+                  b"RIFX" + _webp_vp8x(16383, 16383)[4:]):  # WEBP and a size, but not in a RIFF file
         assert image_kind(other) is None, other
         assert probe_size(other) is None, other
 
@@ -579,13 +584,28 @@ def test_opencv_guard_follows_our_limit_for_formats_we_do_not_probe(tmp_path):
         assert lines[0] == guard, res.stderr
     res = subprocess.run([sys.executable, "-c", code, str(ppm)], capture_output=True, text=True, timeout=60,
                          env={**env, "SKINSEG_MAX_PIXELS": "1500000"})
-    assert res.stdout.strip().splitlines()[1] == (f"{ppm}: cannot decode (above the 1.5 MP limit; raise "
+    assert res.stdout.strip().splitlines()[1] == (f"{ppm}: cannot decode this image (above the 1.5 MP limit; raise "
                                                   "SKINSEG_MAX_PIXELS if it is genuine)")
+
+
+def test_opencv_guard_refusals_read_as_ours_in_process(tmp_path):
+    """This process's OpenCV guard is the default 200 MP: a PNM header (which skinseg does not probe)
+    claiming 300 MP is refused by OpenCV, and the line says so in skinseg's words, for images and masks."""
+    bomb = b"P6\n20000 15000\n255\n" + b"\x00" * 64
+    with pytest.raises(InputError) as err:
+        load_image(bomb, name="b.jpg")
+    assert str(err.value) == ("b.jpg: cannot decode this image (above the 200 MP limit; raise SKINSEG_MAX_PIXELS "
+                              "if it is genuine)")
+    (tmp_path / "m.png").write_bytes(b"P5\n20000 15000\n255\n" + b"\x00" * 64)
+    with pytest.raises(InputError, match=r"m.png: cannot decode this mask \(above the 200 MP limit; raise SKINSEG"):
+        read_binary_mask(tmp_path / "m.png")
+    (tmp_path / "dot.png").write_bytes(encode(".png", np.ones((1, 1), bool)))
+    assert read_binary_mask(tmp_path / "dot.png")[0].tolist() == [[True]]  # a one-pixel mask is a mask
 
 
 def test_masks_name_the_file_in_every_message(tmp_path, monkeypatch):
     (tmp_path / "junk.png").write_bytes(b"junk")
-    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'junk.png'))}: not a readable mask image$"):
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'junk.png'))}: not a readable mask \(corrupt,"):
         read_binary_mask(tmp_path / "junk.png")
     png = bytearray(encode(".png", np.zeros((5, 5), bool)))
     png[png.index(b"IDAT") + 6] ^= 0xFF  # inside the compressed data: the chunk's CRC no longer matches
@@ -636,14 +656,12 @@ def test_limits_from_the_environment_take_blank_as_unset_and_one_as_one(monkeypa
 
 
 def test_an_unreadable_file_is_one_line(tmp_path, monkeypatch):
-    """CI runs as root, where chmod cannot take read rights away: the permission error is raised instead."""
     from skinseg.shared.images import read_bytes
+    from tests.edge import nasty
 
+    nasty.permissions_as_for_a_user(monkeypatch)  # CI runs as root, who reads files whatever their mode
     (tmp_path / "locked.png").write_bytes(b"x")
-
-    def denied(self):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(Path, "read_bytes", denied)
-    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'locked.png'))}: permission denied; make it"):
+    (tmp_path / "locked.png").chmod(0)
+    with pytest.raises(InputError) as err:
         read_bytes(tmp_path / "locked.png")
+    assert str(err.value) == f"{tmp_path / 'locked.png'}: permission denied; make it readable"
