@@ -294,11 +294,13 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray, target_long_s
     if reduce > 1:
         rgb = decode_image(data, name, reduce)
         h, w = rgb.shape[:2]
-        # EXIF may rotate: pick the header orientation that maps onto the reduced decode.
-        for fw, fh in (size, size[::-1]):
-            if -(-fw // reduce) == w and -(-fh // reduce) == h:
-                return LoadedImage(rgb, fh, fw, reduce)
-        # unexpected geometry: fall back to a full decode
+        # EXIF may turn the image: the header orientation that maps onto the reduced decode is the full size.
+        fits = {(fw, fh) for fw, fh in (size, size[::-1]) if -(-fw // reduce) == w and -(-fh // reduce) == h}
+        if len(fits) == 1:
+            fw, fh = fits.pop()
+            return LoadedImage(rgb, fh, fw, reduce)
+        # both fit (a near-square image, e.g. 1000x999 at 1/8 is 125x125 either way round, so a turn cannot be
+        # told) or neither does: the full decode knows
     rgb = decode_image(data, name)
     return LoadedImage(rgb, rgb.shape[0], rgb.shape[1])
 

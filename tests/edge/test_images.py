@@ -24,6 +24,7 @@ from skinseg.shared.images import (
     read_image,
     read_mask,
 )
+from skinseg.shared.synthetic import png_header
 from tests.cli_helpers import SAMPLE, csv_rows, runner, small_png
 from tests.onnx_factory import stripes
 
@@ -440,11 +441,10 @@ def test_jpeg_sizes_above_32767_and_headers_cut_short():
 
 
 def test_png_sizes_up_to_32_bits():
-    png = bytearray(encode(".png", np.zeros((3, 5), np.uint8)))
-    png[16:24] = struct.pack(">II", 2**31 + 5, 1)  # a forged header: read unsigned, so the guard sees it
-    assert probe_size(bytes(png)) == (2**31 + 5, 1)
+    forged = png_header(2**31 + 5, 1)  # read unsigned, so the guard sees it
+    assert probe_size(forged) == (2**31 + 5, 1)
     with pytest.raises(InputError, match=r"2147483653x1 is 2147 MP, above the 200 MP limit"):
-        load_image(bytes(png), name="forged.png")
+        load_image(forged, name="forged.png")
 
 
 def _ifd(end: str, entries: list[tuple[int, int, int]], nxt: int) -> bytes:
@@ -566,6 +566,18 @@ def test_reduced_decodes_round_odd_sizes_up():
     assert (full.reduce, full.rgb.shape) == (1, (750, 1001, 3))
 
 
+def test_a_turned_near_square_jpeg_keeps_its_full_size_when_the_reduced_decode_cannot_tell():
+    """1000 wide x 999 high, EXIF turn 90: 1000 high x 999 wide. At 1/8 both ways are 125 x 125, so the
+    reduced decode cannot say which way round the full image is: it was taken as 999 x 1000 (the mask came
+    out transposed against the image); now the image is decoded in full."""
+    img = np.random.default_rng(3).integers(0, 256, (999, 1000, 3), dtype=np.uint8)
+    turned = with_exif_orientation(encode(".jpg", img), 6)
+    loaded = load_image(turned, target_long_side=125)
+    assert (loaded.height, loaded.width) == (1000, 999) == loaded.rgb.shape[:2]
+    wide = load_image(with_exif_orientation(encode(".jpg", img[:, :992]), 6), target_long_side=124)
+    assert (wide.reduce, wide.height, wide.width, wide.rgb.shape) == (8, 992, 999, (124, 125, 3))
+
+
 def test_opencv_guard_follows_our_limit_for_formats_we_do_not_probe(tmp_path):
     """A genuine image above 200 MP is read once SKINSEG_MAX_PIXELS is raised: OpenCV's own guard (set at
     import) follows it, and keeps its default for a bad value (which the commands report as a usage error);
@@ -612,9 +624,7 @@ def test_masks_name_the_file_in_every_message(tmp_path, monkeypatch):
     (tmp_path / "crc.png").write_bytes(bytes(png))
     with pytest.raises(InputError, match=r"crc.png: damaged PNG mask \(CRC error in its IDAT chunk\)$"):
         read_binary_mask(tmp_path / "crc.png")
-    bomb = bytearray(encode(".png", np.zeros((5, 5), bool)))
-    bomb[16:24] = struct.pack(">II", 30000, 30000)
-    (tmp_path / "bomb.png").write_bytes(bytes(bomb))
+    (tmp_path / "bomb.png").write_bytes(png_header(30000, 30000))
     with pytest.raises(InputError, match=r"bomb.png: 30000x30000 is 900 MP, above the 200 MP limit"):
         read_binary_mask(tmp_path / "bomb.png")
     cv2.imwrite(str(tmp_path / "grey.png"), np.full((4, 4), 7, np.uint8))
