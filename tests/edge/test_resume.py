@@ -107,9 +107,12 @@ def test_kill_9_then_resume(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_writes_results_marks_run_and_prints_the_resume_command(tmp_path, sig):
     model, src, out = slow_job(tmp_path, 30)
+    # Ctrl-C as at a terminal: a suite started in the background (`cmd &`) passes SIGINT on ignored, and
+    # Python, as it should, keeps ignoring it; the run is then the terminal's foreground job again.
     proc = subprocess.Popen([sys.executable, "-m", "skinseg", "infer", str(src), "--model", str(model), "-o", str(out),
                              "-q", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, COLUMNS="300"))
+                            env=dict(os.environ, COLUMNS="300"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_masks(out, 2)
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=120)
