@@ -558,11 +558,20 @@ class Trainer:
                                    steps_per_epoch=self.steps if self.on_tf else None, callbacks=self.callbacks(),
                                    verbose=0, shuffle=False)
         except KeyboardInterrupt:
-            save_model(self.model, run.last)
+            # last.keras stays as the last complete epoch left it: there its weights, optimizer (steps, moments,
+            # the schedule's position, EMA) and epoch count agree, and each epoch's samples are fixed by (seed,
+            # epoch), so the resumed run redoes the cut epoch and trains as the uninterrupted run would. Saving
+            # the weights in mid-epoch instead made the resumed run train those steps twice.
+            done = int(self.state["epoch"])
+            for kept in (run.last, run.best):  # a save cut short leaves its temporary file (save_model)
+                kept.with_name(f".{kept.stem}.tmp.keras").unlink(missing_ok=True)
+            if not run.last.is_file():
+                ui.warn("interrupted in the first epoch: no epoch complete, nothing to resume; start it again")
+                raise SystemExit(130) from None
             write_history(run, self.history)
             run.write_state(self.state | {"interrupted": True})
-            ui.warn(f"interrupted after {self.state['epoch']} complete epochs: saved last.keras and history; "
-                    f"continue with: skinseg train --resume {run.path}")
+            ui.warn(f"interrupted after {done} complete epochs (the cut epoch is redone on resume): last.keras and "
+                    f"the history are those of epoch {done}; continue with: skinseg train --resume {run.path}")
             raise SystemExit(130) from None
         self.state["seconds"] = round(self.state.get("seconds", 0) + time.perf_counter() - t0, 1)
         self.state["finished"] = True

@@ -68,6 +68,59 @@ def test_resume_continues_to_more_epochs(trained_run, tmp_path):
     assert moved and all(moved)
 
 
+def _steps_and_weights(run):
+    import keras
+
+    import skinseg.training.losses  # noqa: F401 - registers the custom objects last.keras names
+    import skinseg.training.model  # noqa: F401
+
+    model = keras.saving.load_model(run / "last.keras", safe_mode=True)
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations)), model.get_weights()
+
+
+def test_an_interrupted_run_resumed_trains_as_the_uninterrupted_one(trained_run, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of epoch 3 of the tiny 6-epoch run, then --resume: the cut epoch is redone
+    from the end of epoch 2, so the optimizer's steps, the weights and the history are those of the
+    uninterrupted run with the same seed and data (trained_run). Saving mid-epoch weights made the resumed
+    run train the cut epoch's first steps twice."""
+    import keras
+    import numpy as np
+
+    from skinseg.training.trainer import Trainer, train
+
+    real = Trainer.callbacks
+
+    class CtrlC(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+            if self.steps == 2 * 15 + 7:  # 15 steps an epoch: the 7th step of epoch 3
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "callbacks", lambda self: [*real(self), CtrlC()])
+    with pytest.raises(SystemExit) as stop:
+        train(tiny_project(tmp_path), quiet=True)
+    assert stop.value.code == 130
+    monkeypatch.setattr(Trainer, "callbacks", real)
+    run = tmp_path / "runs" / "tiny"
+    state = json.loads((run / "state.json").read_text())
+    assert state["interrupted"] and state["epoch"] == 2 and len(_history(run)) == 2
+    assert _steps_and_weights(run)[0] == 2 * 15  # the end of epoch 2, not 37 steps in
+    assert not list(run.glob(".*.tmp.keras"))
+    train(None, resume=run, quiet=True)
+    steps, weights = _steps_and_weights(run)
+    ref_steps, ref_weights = _steps_and_weights(trained_run)
+    assert steps == ref_steps == 6 * 15
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, ref_weights, strict=True))
+    assert worst < 1e-3, worst
+    ours, ref = _history(run), _history(trained_run)
+    assert [r["epoch"] for r in ours] == [r["epoch"] for r in ref]
+    assert abs(float(ours[-1]["val_loss"]) - float(ref[-1]["val_loss"])) < 1e-3
+
+
 def test_sigterm_saves_last_model_and_history(tmp_path):
     cfg = tiny_project(tmp_path, epochs=50)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
