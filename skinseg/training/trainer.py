@@ -118,13 +118,17 @@ def versions(devices: dict[str, Any]) -> dict[str, Any]:
                            devices={k: v for k, v in devices.items() if not k.startswith("_")})
 
 
+def _beside(path: Path) -> Path:
+    """Where save_model writes before its rename (an interrupt may leave it)."""
+    return path.with_name(f".{path.stem}.tmp.keras")
+
+
 def save_model(model: Any, path: Path) -> None:
     """Keras writes in place; write beside and rename so a crash never leaves a torn .keras."""
     import os
 
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    model.save(_beside(path))
+    os.replace(_beside(path), path)
 
 
 def write_history(run: RunFolder, rows: list[dict[str, Any]]) -> None:
@@ -560,16 +564,16 @@ class Trainer:
         except KeyboardInterrupt:
             # last.keras stays as the last complete epoch left it: there its weights, optimizer (steps, moments,
             # the schedule's position, EMA) and epoch count agree, and each epoch's samples are fixed by (seed,
-            # epoch), so the resumed run redoes the cut epoch and trains as the uninterrupted run would. Saving
-            # the weights in mid-epoch instead made the resumed run train those steps twice.
+            # epoch), so the resumed run redoes the cut epoch and trains as the uninterrupted run would (with
+            # `ema` on, the checkpoint's weights are the average, as documented, and training goes on from it).
+            # Saving the weights in mid-epoch instead made the resumed run train those steps twice.
             done = int(self.state["epoch"])
-            for kept in (run.last, run.best):  # a save cut short leaves its temporary file (save_model)
-                kept.with_name(f".{kept.stem}.tmp.keras").unlink(missing_ok=True)
+            for kept in (run.last, run.best):  # a save cut short leaves its temporary file
+                _beside(kept).unlink(missing_ok=True)
             if not run.last.is_file():
                 ui.warn("interrupted in the first epoch: no epoch complete, nothing to resume; start it again")
                 raise SystemExit(130) from None
-            write_history(run, self.history)
-            run.write_state(self.state | {"interrupted": True})
+            run.write_state(self.state | {"interrupted": True})  # the history was written with last.keras
             ui.warn(f"interrupted after {done} complete epochs (the cut epoch is redone on resume): last.keras and "
                     f"the history are those of epoch {done}; continue with: skinseg train --resume {run.path}")
             raise SystemExit(130) from None
